@@ -28,3 +28,11 @@ def client_context(ca_path: str | None = None, cert_path: str | None = None,
     if cert_path:
         context.load_cert_chain(cert_path, key_path)
     return context
+
+
+def client_context_from_paths(ca: str | None = None, cert: str | None = None,
+                              key: str | None = None) -> ssl.SSLContext | None:
+    """A client context when any TLS option is given, else None (plaintext)."""
+    if not (ca or cert or key):
+        return None
+    return client_context(ca, cert, key)
