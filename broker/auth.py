@@ -1,0 +1,99 @@
+"""API-key authentication and permissions, shared by every port (RESP, REST, gRPC).
+
+Keys are stored in the configuration as bcrypt hashes. bcrypt costs tens of milliseconds by
+design, so a key is verified once on a small thread pool (never on the event loop) and the
+outcome cached under a SHA-256 digest of the key: a steady stream of requests pays one dict
+lookup. Only successful verifications are cached, so a wrong key is re-checked each time
+(that is the brute-force cost bcrypt exists to impose). Keys are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+SUBMIT, READ, CANCEL, ADMIN = "submit_tasks", "read_tasks", "cancel_tasks", "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what they may do."""
+
+    name: str
+    permissions: frozenset[str]
+
+    def allows(self, permission: str) -> bool:
+        return ADMIN in self.permissions or permission in self.permissions
+
+
+# The caller when auth is disabled: everything is allowed.
+ANONYMOUS_ADMIN = Principal("anonymous", frozenset({ADMIN}))
+
+
+class AuthError(Exception):
+    """Missing or wrong key (``code`` NOAUTH) or missing permission (NOPERM)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Authenticator:
+    def __init__(self, enabled: bool, api_keys: list[dict], workers: int = 1):
+        self.enabled = enabled
+        self._keys = [(k["key_hash"].encode(), Principal(k["name"], frozenset(k["permissions"])))
+                      for k in api_keys]
+        self._cache: dict[bytes, Principal] = {}
+        # One thread: on 2-core nodes more bcrypt threads only steal the loop's core.
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="tq-bcrypt")
+
+    async def authenticate(self, api_key: str | None) -> Principal:
+        if not self.enabled:
+            return ANONYMOUS_ADMIN
+        if not api_key:
+            raise AuthError("NOAUTH", "an API key is required")
+        digest = hashlib.sha256(api_key.encode()).digest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            return cached
+        loop = asyncio.get_running_loop()
+        principal = await loop.run_in_executor(self._pool, self._verify, api_key.encode())
+        if principal is None:
+            raise AuthError("NOAUTH", "invalid API key")
+        if len(self._cache) > 10000:  # bounded: keys are few, but input is not
+            self._cache.clear()
+        self._cache[digest] = principal
+        return principal
+
+    def _verify(self, key: bytes) -> Principal | None:
+        import bcrypt
+
+        found = None
+        for key_hash, principal in self._keys:
+            # Check every hash, so timing does not reveal which entry matched.
+            try:
+                ok = bcrypt.checkpw(key, _normalise(key_hash))
+            except ValueError:
+                ok = False
+            if ok and found is None:
+                found = principal
+        return found
+
+    @staticmethod
+    def require(principal: Principal, permission: str) -> None:
+        if not principal.allows(permission):
+            raise AuthError("NOPERM", f"this API key lacks the {permission!r} permission")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
+def _normalise(key_hash: bytes) -> bytes:
+    # htpasswd writes $2y$ hashes; the bcrypt module checks $2a$/$2b$ (same algorithm).
+    if key_hash.startswith(b"$2y$") or key_hash.startswith(b"$2x$"):
+        return b"$2b$" + key_hash[4:]
+    return key_hash
+

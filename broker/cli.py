@@ -1,0 +1,91 @@
+"""``tq-broker``: run a broker node, or validate a configuration file.
+
+    tq-broker --config /etc/task-queue/config.yaml
+    tq-broker --check-config /etc/task-queue/config.yaml     # validate only, exit 0 / 2
+    tq-broker --broker-addr 0.0.0.0:6379                     # defaults, other address
+
+Exit codes: 0 clean shutdown, 2 invalid configuration, 1 any other start-up failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from broker import config as cfg
+
+LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+          "warning": logging.WARNING, "warn": logging.WARNING, "error": logging.ERROR,
+          "critical": logging.CRITICAL}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="tq-broker", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration (default: "
+                        "built-in defaults, data in ./tq-data)")
+    parser.add_argument("--check-config", metavar="FILE",
+                        help="validate FILE and exit (0 valid, 2 invalid)")
+    parser.add_argument("--broker-addr", metavar="HOST:PORT",
+                        help="override broker.host and broker.port")
+    parser.add_argument("--data-dir", help="override persistence.data_dir")
+    return parser.parse_args(argv)
+
+
+def configure_logging(level_name: str) -> None:
+    level_name = os.environ.get("TQ_LOG", level_name).lower()
+    logging.basicConfig(level=LEVELS.get(level_name, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level_name != "trace":
+        # pysyncobj and sanic are chatty at debug; keep them for TQ_LOG=trace.
+        for noisy in ("sanic", "sanic.access", "pysyncobj"):
+            logging.getLogger(noisy).setLevel(max(logging.INFO, LEVELS.get(level_name, 20)))
+
+
+def load_config(args) -> cfg.Config:
+    config = cfg.load(args.config)
+    overrides = {}
+    if args.broker_addr:
+        host, sep, port = args.broker_addr.rpartition(":")
+        if not sep or not port.isdigit():
+            raise cfg.ConfigError(f"--broker-addr: {args.broker_addr!r} is not HOST:PORT")
+        overrides["broker.host"] = host or "0.0.0.0"
+        overrides["broker.port"] = int(port)
+    if args.data_dir:
+        overrides["persistence.data_dir"] = args.data_dir
+    return cfg.apply_overrides(config, overrides) if overrides else config
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.check_config:
+        try:
+            cfg.load(args.check_config)
+        except cfg.ConfigError as exc:
+            print(f"tq-broker: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.check_config}: configuration is valid")
+        return 0
+    try:
+        config = load_config(args)
+    except cfg.ConfigError as exc:
+        print(f"tq-broker: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.monitoring.log_level)
+    import uvloop  # broker-only dependency: imported after the config is known good
+
+    from broker.server import Broker
+
+    try:
+        uvloop.run(Broker(config).run())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        logging.getLogger("tq.broker").critical("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The broker's configuration: schema, defaults and validation in one place.
+
+The file format is the one the deployment guide shows (sections broker, persistence, raft,
+api, auth, monitoring, worker). Every key is declared once below with its type, default and a
+one-line description; ``docs/configuration.md`` is checked against this table by a test, so
+the reference cannot drift from the code.
+
+Validation happens before anything is opened: an unknown key, a wrong type or a bad size
+raises :class:`ConfigError` naming the key (``persistence.write_buffer_size: ...``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid. The message names the key."""
+
+
+PERMISSIONS = ("submit_tasks", "read_tasks", "cancel_tasks", "admin")
+LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical")
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: Any) -> int:
+    """``128MB`` -> 134217728. Units are binary (KB = 1024), as RocksDB's own options are."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 64MB, got a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a size like 64MB, got {type(value).__name__}")
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size (examples: 4096, 512KB, 64MB, 1GB)")
+    number, unit = match.groups()
+    return int(number) * _UNITS[(unit or "").lower()[:1]]
+
+
+# ------------------------------------------------------------------ the schema, one row a key
+
+@dataclass(frozen=True)
+class Key:
+    kind: str  # str, int, bool, size, float, list[str], api_keys, choice
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "broker": {
+        "host": Key("str", "0.0.0.0", "Address every listener binds to."),
+        "port": Key("int", 6379, "Worker/client TCP protocol port.", 1, 65535),
+        "advertise_host": Key("str", "", "Address other nodes and clients use to reach this "
+                              "broker (default: host, or 127.0.0.1 when host is 0.0.0.0)."),
+        "max_connections": Key("int", 1000, "Concurrent TCP protocol connections allowed.", 1),
+        "queue_depth_threshold": Key("int", 100000, "Tasks waiting in one queue (scheduled, "
+                                     "pending, failed) beyond which submits get QUEUEFULL.", 1),
+        "max_payload_bytes": Key("size", "1MB", "Largest JSON-encoded task payload.", 1),
+        "max_frame_bytes": Key("size", "16MB", "Largest single protocol frame (bulk submit).",
+                               1024),
+        "sweep_interval_ms": Key("int", 100, "How often expired leases, due scheduled tasks "
+                                 "and departed workers are looked for.", 10, 60000),
+        "shutdown_grace_secs": Key("float", 5.0, "How long SIGTERM waits for in-flight "
+                                   "requests.", 0, 600),
+    },
+    "persistence": {
+        "data_dir": Key("str", "./tq-data", "RocksDB directory (created if missing)."),
+        "wal_sync_interval_ms": Key("int", 100, "0: fsync before acknowledging any write. "
+                                    "N > 0: fsync at most every N ms; a power cut can lose the "
+                                    "last N ms of acknowledged writes (a process crash loses "
+                                    "nothing).", 0, 60000),
+        "completed_task_retention_days": Key("float", 7, "Completed, dead and cancelled tasks "
+                                             "older than this are purged.", 0),
+        "write_buffer_size": Key("size", "64MB", "RocksDB memtable size.", 1 << 16),
+        "max_write_buffer_number": Key("int", 2, "RocksDB memtables kept in memory.", 1, 64),
+        "block_cache_size": Key("size", "64MB", "RocksDB block cache.", 0),
+        "max_batch_commands": Key("int", 2000, "Commands grouped into one log entry and one "
+                                  "WriteBatch (group commit).", 1, 100000),
+    },
+    "raft": {
+        "enabled": Key("bool", False, "Run as a member of a Raft cluster."),
+        "node_id": Key("str", "", "This node's name (required when enabled)."),
+        "peers": Key("list[str]", [], "The other brokers' protocol addresses, host:port."),
+        "port": Key("int", 0, "Raft traffic port (default: broker.port + 1).", 0, 65535),
+        "peer_raft_ports": Key("list[str]", [], "Optional host:port Raft addresses of the "
+                               "peers, in the order of raft.peers, when they do not use "
+                               "their broker port + 1."),
+        "secret": Key("str", "", "Shared cluster secret; required when enabled (Raft traffic "
+                      "is authenticated with it)."),
+        "election_timeout_ms": Key("int", 1000, "Raft election timeout (lower bound).",
+                                   100, 60000),
+        "snapshot_min_entries": Key("int", 100000, "Log entries between snapshots.", 100),
+        "forward_timeout_secs": Key("float", 10.0, "How long a follower waits for the leader "
+                                    "to commit a forwarded write.", 0.1, 600),
+    },
+    "api": {
+        "rest_port": Key("int", 8080, "REST API port (0 disables).", 0, 65535),
+        "grpc_port": Key("int", 9090, "gRPC API port (0 disables).", 0, 65535),
+        "enable_tls": Key("bool", False, "Serve every port over TLS."),
+        "tls_cert_path": Key("str", "", "Server certificate (PEM), required with TLS."),
+        "tls_key_path": Key("str", "", "Server private key (PEM), required with TLS."),
+        "tls_ca_path": Key("str", "", "CA bundle; when set, clients must present a "
+                           "certificate it signed (mutual TLS)."),
+        "max_body_bytes": Key("size", "16MB", "Largest REST request body.", 1024),
+    },
+    "auth": {
+        "enabled": Key("bool", False, "Require an API key on every port."),
+        "api_keys": Key("api_keys", [], "List of {key_hash: bcrypt hash, permissions: [...], "
+                        "name: optional label}."),
+    },
+    "monitoring": {
+        "prometheus_port": Key("int", 9091, "Prometheus metrics port (0 disables).",
+                               0, 65535),
+        "log_level": Key("choice", "info", "Log verbosity (env TQ_LOG overrides).",
+                         choices=LOG_LEVELS),
+    },
+    "worker": {
+        "concurrency": Key("int", 4, "Default worker concurrency.", 1, 100000),
+        "heartbeat_interval_secs": Key("float", 15, "How often workers heartbeat.",
+                                       0.05, 3600),
+        "lease_timeout_secs": Key("float", 30, "A claimed task returns to its queue when "
+                                  "its worker has not heartbeated for this long.", 0.1, 86400),
+    },
+}
+
+
+def _check(path: str, key: Key, value: Any) -> Any:
+    """Validate one value against its schema row; return the normalised value."""
+    def fail(why: str):
+        raise ConfigError(f"{path}: {why}")
+
+    kind = key.kind
+    if kind == "str":
+        if not isinstance(value, str):
+            fail(f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            fail(f"expected true or false, got {value!r}")
+        return value
+    if kind in ("int", "float"):
+        ok = isinstance(value, int) or (kind == "float" and isinstance(value, float))
+        if isinstance(value, bool) or not ok:
+            fail(f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
+        number = value
+    elif kind == "size":
+        try:
+            number = parse_size(value)
+        except ValueError as exc:
+            fail(str(exc))
+    elif kind == "choice":
+        if not isinstance(value, str) or value.lower() not in key.choices:
+            fail(f"expected one of {', '.join(key.choices)}, got {value!r}")
+        return value.lower()
+    elif kind == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            fail(f"expected a list of strings, got {value!r}")
+        return list(value)
+    elif kind == "api_keys":
+        return _check_api_keys(path, value)
+    else:  # pragma: no cover - schema typo
+        raise AssertionError(kind)
+    if key.minimum is not None and number < key.minimum:
+        fail(f"must be at least {key.minimum:g}, got {value!r}")
+    if key.maximum is not None and number > key.maximum:
+        fail(f"must be at most {key.maximum:g}, got {value!r}")
+    return number
+
+
+def _check_api_keys(path: str, value: Any) -> list[dict]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: expected a list of {{key_hash, permissions}}")
+    keys = []
+    for i, entry in enumerate(value):
+        where = f"{path}[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping with key_hash and permissions")
+        unknown = set(entry) - {"key_hash", "permissions", "name"}
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
+        key_hash = entry.get("key_hash")
+        if not isinstance(key_hash, str) or not re.match(r"^\$2[abxy]?\$\d\d\$.{53}$", key_hash):
+            raise ConfigError(f"{where}.key_hash: expected a bcrypt hash ($2b$10$...)")
+        perms = entry.get("permissions")
+        if not isinstance(perms, list) or not perms:
+            raise ConfigError(f"{where}.permissions: expected a non-empty list")
+        for perm in perms:
+            if perm not in PERMISSIONS:
+                raise ConfigError(f"{where}.permissions: unknown permission {perm!r} "
+                                  f"(allowed: {', '.join(PERMISSIONS)})")
+        keys.append({"key_hash": key_hash, "permissions": list(perms),
+                     "name": str(entry.get("name") or f"key{i}")})
+    return keys
+
+
+# ------------------------------------------------------------------------ the typed result
+
+@dataclass
+class Config:
+    """Validated configuration: ``config.broker.port``, ``config.persistence.data_dir``..."""
+
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    def __getattr__(self, name: str):
+        try:
+            return _Section(self.sections[name])
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict:
+        return {name: dict(values) for name, values in self.sections.items()}
+
+    @property
+    def advertise_address(self) -> str:
+        b = self.sections["broker"]
+        host = b["advertise_host"] or (b["host"] if b["host"] not in ("0.0.0.0", "::", "")
+                                       else "127.0.0.1")
+        return f"{host}:{b['port']}"
+
+
+class _Section:
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict):
+        self._values = values
+
+    def __getattr__(self, name: str):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    out = {}
+    for section, keys in SCHEMA.items():
+        out[section] = {}
+        for name, key in keys.items():
+            out[section][name] = _check(f"{section}.{name}", key, key.default)
+    return out
+
+
+def from_mapping(raw: Any, source: str = "<mapping>") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    values = defaults()
+    for section, body in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{section}: unknown section (known: {', '.join(SCHEMA)})")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"{section}: expected a mapping of keys")
+        for name, value in body.items():
+            key = SCHEMA[section].get(name)
+            if key is None:
+                raise ConfigError(f"{section}.{name}: unknown key")
+            values[section][name] = _check(f"{section}.{name}", key, value)
+    config = Config(values, source)
+    _cross_checks(config)
+    return config
+
+
+def _cross_checks(config: Config) -> None:
+    """Rules that involve more than one key."""
+    raft, api, auth = config.sections["raft"], config.sections["api"], config.sections["auth"]
+    if raft["enabled"]:
+        if not raft["node_id"]:
+            raise ConfigError("raft.node_id: required when raft.enabled is true")
+        if not raft["secret"]:
+            raise ConfigError("raft.secret: required when raft.enabled is true (Raft peers "
+                              "authenticate each other with it)")
+        for peer in raft["peers"]:
+            _check_address("raft.peers", peer)
+        if raft["peer_raft_ports"] and len(raft["peer_raft_ports"]) != len(raft["peers"]):
+            raise ConfigError("raft.peer_raft_ports: must list one address per raft.peers entry")
+    if api["enable_tls"]:
+        for name in ("tls_cert_path", "tls_key_path"):
+            if not api[name]:
+                raise ConfigError(f"api.{name}: required when api.enable_tls is true")
+    if auth["enabled"] and not auth["api_keys"]:
+        raise ConfigError("auth.api_keys: at least one key is required when auth.enabled")
+    ports = {"broker.port": config.sections["broker"]["port"],
+             "api.rest_port": api["rest_port"], "api.grpc_port": api["grpc_port"],
+             "monitoring.prometheus_port": config.sections["monitoring"]["prometheus_port"]}
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port and port in seen:
+            raise ConfigError(f"{name}: port {port} is already used by {seen[port]}")
+        seen[port] = name
+
+
+def _check_address(path: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{path}: {value!r} is not host:port")
+    return host, int(port)
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate a YAML file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return from_mapping({}, "<defaults>")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return from_mapping(raw, str(path))
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """Apply ``{"broker.port": 7000}`` style overrides (from command-line flags)."""
+    raw = config.to_dict()
+    for dotted, value in overrides.items():
+        section, name = dotted.split(".", 1)
+        raw[section][name] = value
+    return from_mapping(raw, config.source)
+

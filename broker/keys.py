@@ -1,0 +1,107 @@
+"""RocksDB key layout. Every key the broker writes is built here and nowhere else.
+
+One key space, a one-byte prefix per table (documented in docs/architecture.md):
+
+=========  ==========================================================  =================
+prefix     key                                                         value
+=========  ==========================================================  =================
+``T``      task id                                                     task record (JSON)
+``R``      queue, NUL, (9 - priority) as 1 byte, seq (8 bytes)         task id
+``S``      run-at ms (8 bytes), seq (8 bytes)                          task id
+``L``      lease deadline ms (8 bytes), task id                        fencing token
+``X``      status, NUL, changed-at ms (8 bytes), seq (8 bytes)         task id
+``I``      idempotency key                                             task id
+``W``      worker id                                                   worker record (JSON)
+``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``)  JSON
+=========  ==========================================================  =================
+
+Integers are fixed-width big-endian so that byte order is numeric order: the ready index
+iterates highest priority first, then FIFO by the sequence number the state machine assigns;
+the schedule and lease indexes iterate by time. Queue and status names cannot contain NUL
+(validated on input), so the NUL separator keeps one queue's keys contiguous.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_U64 = struct.Struct(">Q")
+
+TASK = b"T"
+READY = b"R"
+SCHEDULE = b"S"
+LEASE = b"L"
+STATUS = b"X"
+IDEMPOTENCY = b"I"
+WORKER = b"W"
+META = b"M"
+
+META_APPLIED = b"Mapplied"
+META_SEQ = b"Mseq"
+META_COUNTERS = b"Mcounters"
+META_PAUSED = b"Mpaused"
+
+
+def u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def read_u64(data: bytes, offset: int = 0) -> int:
+    return _U64.unpack_from(data, offset)[0]
+
+
+def task(task_id: str) -> bytes:
+    return TASK + task_id.encode()
+
+
+def ready_prefix(queue: str) -> bytes:
+    return READY + queue.encode() + b"\x00"
+
+
+def ready(queue: str, priority: int, seq: int) -> bytes:
+    return READY + queue.encode() + b"\x00" + bytes((9 - priority,)) + _U64.pack(seq)
+
+
+def schedule(run_at_ms: int, seq: int) -> bytes:
+    return SCHEDULE + _U64.pack(run_at_ms) + _U64.pack(seq)
+
+
+def schedule_until(now_ms: int) -> bytes:
+    """Upper bound (exclusive) of the schedule entries due at ``now_ms``."""
+    return SCHEDULE + _U64.pack(now_ms + 1)
+
+
+def lease(deadline_ms: int, task_id: str) -> bytes:
+    return LEASE + _U64.pack(deadline_ms) + task_id.encode()
+
+
+def lease_until(now_ms: int) -> bytes:
+    return LEASE + _U64.pack(now_ms + 1)
+
+
+def status_prefix(status: str) -> bytes:
+    return STATUS + status.encode() + b"\x00"
+
+
+def status(status_name: str, changed_ms: int, seq: int) -> bytes:
+    return STATUS + status_name.encode() + b"\x00" + _U64.pack(changed_ms) + _U64.pack(seq)
+
+
+def status_until(status_name: str, cutoff_ms: int) -> bytes:
+    return STATUS + status_name.encode() + b"\x00" + _U64.pack(cutoff_ms)
+
+
+def idempotency(key: str) -> bytes:
+    return IDEMPOTENCY + key.encode()
+
+
+def worker(worker_id: str) -> bytes:
+    return WORKER + worker_id.encode()
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        raise ValueError("prefix of only 0xff bytes has no end")
+    return trimmed[:-1] + bytes((trimmed[-1] + 1,))

@@ -1,0 +1,392 @@
+"""The service façade: the only place that turns a request into a command and awaits it.
+
+Adapters (RESP, REST, gRPC) decode a request, authenticate the caller, call one method here
+with plain Python values, and encode what it returns or the :class:`ServiceError` it raises.
+This module validates input, checks permissions, stamps time / lease deadlines / jitter into
+commands, proposes them to the log, wakes blocked fetches, and answers reads from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import defaultdict
+
+from broker import keys
+from broker import validation as v
+from broker.auth import ADMIN, CANCEL, READ, SUBMIT, Authenticator, Principal
+from broker.config import Config
+from broker.log.base import Log, NotLeader, Unavailable
+from broker.machine import STATUSES, TOTALS, Rejected, public
+from broker.store import Store
+from taskqueue import errors, jsonutil
+
+MAX_FETCH = 1000
+MAX_LIST = 10000
+LIST_SCAN_BUDGET = 100_000
+
+
+class ServiceError(Exception):
+    """A request failed; ``code`` is a protocol error code (taskqueue.errors)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code} {message}")
+        self.code = code
+        self.message = message
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Service:
+    def __init__(self, config: Config, store: Store, log: Log, auth: Authenticator):
+        self.config = config
+        self.store = store
+        self.log = log
+        self.auth = auth
+        self.machine = log.machine
+        self.node_id = log.status()["node_id"]
+        self._max_payload = config.broker.max_payload_bytes
+        self._depth_limit = config.broker.queue_depth_threshold
+        self._lease_ms = int(config.worker.lease_timeout_secs * 1000)
+        self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
+        self._rates = RateTracker()
+        self.started_at = time.time()
+        log.on_applied = self._wake
+
+    # -------------------------------------------------------------------- plumbing
+
+    async def _propose(self, command: list):
+        try:
+            result = await self.log.propose(command)
+        except NotLeader as exc:
+            raise ServiceError(errors.NOTLEADER, f"leader={exc.leader or ''}") from None
+        except Unavailable as exc:
+            raise ServiceError(errors.UNAVAILABLE, str(exc)) from None
+        if isinstance(result, Rejected):
+            raise ServiceError(result.code, result.message)
+        return result
+
+    def _wake(self, queues) -> None:
+        for queue in queues:
+            waiters = self._waiters.get(queue)
+            if waiters:
+                for future in waiters:
+                    if not future.done():
+                        future.set_result(None)
+                waiters.clear()
+
+    @staticmethod
+    def _require(principal: Principal, permission: str) -> None:
+        if not principal.allows(permission):
+            raise ServiceError(errors.NOPERM,
+                               f"this API key lacks the {permission!r} permission")
+
+    # ----------------------------------------------------------------- handshake
+
+    def hello_reply(self) -> dict:
+        status = self.log.status()
+        return {"v": 1, "node_id": status["node_id"],
+                "role": "single" if status["mode"] == "single" else status["role"],
+                "leader": status["leader"],
+                "heartbeat_interval_secs": self.config.worker.heartbeat_interval_secs,
+                "lease_timeout_secs": self.config.worker.lease_timeout_secs}
+
+    async def register_worker(self, principal: Principal, worker_id: str, info: dict):
+        record = {
+            "hostname": str(info.get("hostname", ""))[:255],
+            "pid": info.get("pid") if isinstance(info.get("pid"), int) else None,
+            "queues": v.queue_list(info.get("queues")),
+            "concurrency": v.bounded_int(info, "concurrency", 1, 1, 1_000_000),
+            "labels": [str(x)[:100] for x in info.get("labels", [])][:20]
+            if isinstance(info.get("labels"), list) else [],
+            "node": self.node_id,
+        }
+        await self._propose(["hello", now_ms(), worker_id, record])
+
+    # ----------------------------------------------------------------- producers
+
+    async def submit(self, principal: Principal, value, raw_size: int | None = None):
+        """One task object -> the task; a list -> a list of tasks or per-task errors."""
+        self._require(principal, SUBMIT)
+        now = now_ms()
+        try:
+            specs, bulk = v.task_specs(value, now, self._max_payload, raw_size)
+        except v.Invalid as exc:
+            raise ServiceError(exc.code, exc.message) from None
+        if not bulk:
+            result = await self._propose(["submit", now, specs[0], self._depth_limit])
+            self._rates.add("submitted")
+            return result
+        results = await asyncio.gather(
+            *(self.log.propose(["submit", now, spec, self._depth_limit]) for spec in specs),
+            return_exceptions=True)
+        out = []
+        for result in results:
+            if isinstance(result, Rejected):
+                out.append({"error": {"code": result.code, "message": result.message}})
+            elif isinstance(result, NotLeader):
+                out.append({"error": {"code": errors.NOTLEADER,
+                                      "message": f"leader={result.leader or ''}"}})
+            elif isinstance(result, BaseException):
+                out.append({"error": {"code": errors.UNAVAILABLE, "message": str(result)}})
+            else:
+                out.append(result)
+        self._rates.add("submitted", len(specs))
+        return out
+
+    # ------------------------------------------------------------------- workers
+
+    async def fetch(self, principal: Principal, worker_id: str, args: dict):
+        queues = v.queue_list(args.get("queues"))
+        count = v.bounded_int(args, "count", 1, 1, MAX_FETCH)
+        timeout_ms = v.bounded_int(args, "timeout_ms", 2000, 0, 60000)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000.0
+        while True:
+            jobs = await self._propose(["claim", now_ms(), worker_id, queues, count,
+                                        self._lease_ms])
+            if jobs:
+                self._rates.add("claimed", len(jobs))
+                return jobs
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            future = loop.create_future()
+            for queue in queues:
+                self._waiters[queue].add(future)
+            try:
+                await asyncio.wait_for(future, remaining)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                for queue in queues:
+                    self._waiters[queue].discard(future)
+
+    async def ack(self, principal: Principal, items):
+        return await self._settle(items, self._ack_command, "acked")
+
+    async def fail(self, principal: Principal, items):
+        return await self._settle(items, self._fail_command, "failed")
+
+    def _ack_command(self, now: int, item: dict) -> list:
+        return ["ack", now, v.task_id(item), v.token(item), item.get("result")]
+
+    def _fail_command(self, now: int, item: dict) -> list:
+        error = item.get("error")
+        backtrace = item.get("backtrace")
+        retry = item.get("retry", True)
+        if not isinstance(retry, bool):
+            raise v.Invalid("retry: expected true or false")
+        return ["fail", now, v.task_id(item), v.token(item),
+                str(error)[:10000] if error is not None else "failed",
+                str(backtrace)[:100000] if backtrace is not None else None,
+                retry, random.random()]
+
+    async def _settle(self, items, build, rate: str):
+        """ACK/FAIL of one job (returns "OK" or raises) or of a list (per-item results)."""
+        now = now_ms()
+        bulk = isinstance(items, list)
+        if bulk and not 0 < len(items) <= MAX_FETCH:
+            raise ServiceError(errors.BADREQ, f"1-{MAX_FETCH} items expected")
+        try:
+            commands = [build(now, v.obj(item, "item")) for item in (items if bulk else [items])]
+        except v.Invalid as exc:
+            raise ServiceError(exc.code, exc.message) from None
+        if not bulk:
+            result = await self._propose(commands[0])
+            self._rates.add(rate)
+            return result
+        results = await asyncio.gather(*(self.log.propose(c) for c in commands),
+                                       return_exceptions=True)
+        out = []
+        for result in results:
+            if isinstance(result, Rejected):
+                out.append({"error": {"code": result.code, "message": result.message}})
+            elif isinstance(result, BaseException):
+                out.append({"error": {"code": errors.UNAVAILABLE, "message": str(result)}})
+            else:
+                out.append(result)
+        self._rates.add(rate, len(commands))
+        return out
+
+    async def heartbeat(self, principal: Principal, worker_id: str, args: dict):
+        held = args.get("tasks", [])
+        if not isinstance(held, list) or len(held) > 100_000:
+            raise ServiceError(errors.BADREQ, "tasks: expected a list of [id, token] pairs")
+        pairs = []
+        for entry in held:
+            if (not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str)
+                    or isinstance(entry[1], bool) or not isinstance(entry[1], int)):
+                raise ServiceError(errors.BADREQ, "tasks: expected a list of [id, token] pairs")
+            pairs.append(entry)
+        return await self._propose(["heartbeat", now_ms(), worker_id, pairs, self._lease_ms,
+                                    len(pairs)])
+
+    async def bye(self, principal: Principal, worker_id: str):
+        return await self._propose(["bye", now_ms(), worker_id])
+
+    # ------------------------------------------------------------------ operators
+
+    def get(self, principal: Principal, task_id: str) -> dict:
+        self._require(principal, READ)
+        task = self.store.get_json(keys.task(task_id))
+        if task is None:
+            raise ServiceError(errors.NOTFOUND, f"no task {task_id!r}")
+        return public(task)
+
+    def list_tasks(self, principal: Principal, args: dict) -> dict:
+        self._require(principal, READ)
+        status = args.get("status")
+        if status is not None and status not in STATUSES:
+            raise ServiceError(errors.BADREQ,
+                               f"status: expected one of {', '.join(STATUSES)}")
+        queue = args.get("queue")
+        task_type = args.get("type")
+        if queue is not None:
+            v.queue_name(queue)
+        if task_type is not None and not isinstance(task_type, str):
+            raise ServiceError(errors.BADREQ, "type: expected a string")
+        limit = v.bounded_int(args, "limit", 100, 1, MAX_LIST)
+        cursor = args.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ServiceError(errors.BADREQ, "cursor: expected the next_cursor of a page")
+        if status:
+            lower = keys.status_prefix(status)
+            by_index = True
+        else:
+            lower = keys.TASK
+            by_index = False
+        upper = keys.prefix_end(lower)
+        start = lower
+        if cursor:
+            try:
+                start = bytes.fromhex(cursor)
+            except ValueError:
+                raise ServiceError(errors.BADREQ, "cursor: not a cursor this broker made")
+            if not lower <= start < upper:
+                raise ServiceError(errors.BADREQ, "cursor: belongs to another listing")
+        tasks, last_key, scanned = [], None, 0
+        for key, value in self.store.scan(start, upper, LIST_SCAN_BUDGET):
+            scanned += 1
+            last_key = key
+            task = self.store.get_json(keys.task(value.decode())) if by_index \
+                else jsonutil.loads(value)
+            if task is None:
+                continue
+            if (queue and task["queue"] != queue) or (task_type and task["type"] != task_type):
+                continue
+            tasks.append(public(task))
+            if len(tasks) >= limit:
+                break
+        more = last_key is not None and (len(tasks) >= limit or scanned >= LIST_SCAN_BUDGET)
+        next_cursor = (last_key + b"\x00").hex() if more else None
+        return {"tasks": tasks, "next_cursor": next_cursor}
+
+    async def cancel(self, principal: Principal, task_id: str):
+        self._require(principal, CANCEL)
+        return await self._propose(["cancel", now_ms(), task_id])
+
+    async def requeue(self, principal: Principal, task_id: str):
+        self._require(principal, CANCEL)
+        return await self._propose(["requeue", now_ms(), task_id])
+
+    def queues(self, principal: Principal) -> dict:
+        self._require(principal, READ)
+        out = {}
+        for name, counts in sorted(self.machine.counters.queues.items()):
+            out[name] = dict(counts, paused=name in self.machine.paused)
+        for name in self.machine.paused:
+            out.setdefault(name, dict({s: 0 for s in STATUSES}, paused=True))
+        return {"queues": out}
+
+    async def set_paused(self, principal: Principal, queue: str, paused: bool):
+        self._require(principal, ADMIN)
+        return await self._propose(["pause" if paused else "resume", now_ms(),
+                                    v.queue_name(queue)])
+
+    def workers(self, principal: Principal) -> dict:
+        self._require(principal, READ)
+        rows = [jsonutil.loads(value) for _, value in
+                self.store.scan(keys.WORKER, keys.prefix_end(keys.WORKER), 10000)]
+        return {"workers": rows}
+
+    def live_workers(self) -> int:
+        """Workers seen within their lease timeout: what tq_workers_connected reports."""
+        cutoff = time.time() - max(self.config.worker.lease_timeout_secs,
+                                   2 * self.config.worker.heartbeat_interval_secs)
+        return sum(1 for _, value in self.store.scan(keys.WORKER, keys.prefix_end(keys.WORKER),
+                                                     10000)
+                   if jsonutil.loads(value).get("last_seen", 0) >= cutoff)
+
+    async def worker_state(self, principal: Principal, worker_id: str, state: str):
+        self._require(principal, ADMIN)
+        if state not in ("active", "quiet", "stop"):
+            raise ServiceError(errors.BADREQ, "state: expected active, quiet or stop")
+        return await self._propose(["worker_state", now_ms(), worker_id, state])
+
+    def stats(self, principal: Principal) -> dict:
+        self._require(principal, READ)
+        counters = self.machine.counters
+        by_status = {s: 0 for s in STATUSES}
+        for counts in counters.queues.values():
+            for s in STATUSES:
+                by_status[s] += counts[s]
+        return {
+            "node_id": self.node_id,
+            "uptime_secs": round(time.time() - self.started_at, 3),
+            "applied_index": self.machine.applied_index,
+            "tasks": by_status,
+            "totals": {name: counters.totals.get(name, 0) for name in TOTALS},
+            "rates_per_sec": self._rates.rates(),
+            "workers": self.live_workers(),
+            "rocksdb": self.store.rocksdb_stats(),
+            "data_dir": str(self.store.path),
+        }
+
+    async def snapshot(self, principal: Principal, path: str) -> dict:
+        self._require(principal, ADMIN)
+        if not isinstance(path, str) or not path:
+            raise ServiceError(errors.BADREQ, "path: required")
+        if os.path.exists(path):
+            raise ServiceError(errors.BADREQ, f"path: {path} already exists")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise ServiceError(errors.BADREQ, f"path: directory {parent} does not exist")
+        try:
+            index = await self.log.snapshot(path)
+        except Exception as exc:
+            raise ServiceError(errors.INTERNAL, f"checkpoint failed: {exc}") from None
+        return {"path": os.path.abspath(path), "applied_index": index}
+
+    def cluster(self, principal: Principal) -> dict:
+        self._require(principal, READ)
+        return self.log.status()
+
+
+class RateTracker:
+    """Per-node operation rates over a sliding window of one-second buckets."""
+
+    WINDOW = 10
+
+    def __init__(self):
+        self._buckets: dict[str, dict[int, int]] = defaultdict(dict)
+
+    def add(self, name: str, count: int = 1) -> None:
+        second = int(time.monotonic())
+        bucket = self._buckets[name]
+        bucket[second] = bucket.get(second, 0) + count
+        if len(bucket) > self.WINDOW + 2:
+            for old in [s for s in bucket if s < second - self.WINDOW]:
+                del bucket[old]
+
+    def rates(self) -> dict[str, float]:
+        now = int(time.monotonic())
+        out = {}
+        for name, bucket in self._buckets.items():
+            total = sum(c for s, c in bucket.items() if now - self.WINDOW <= s < now)
+            out[name] = round(total / self.WINDOW, 2)
+        return out

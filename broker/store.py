@@ -1,0 +1,286 @@
+"""The RocksDB store: opening the database, the write overlay used by apply, and reads.
+
+Writes happen only in :mod:`broker.machine`, through an :class:`Overlay` that collects one
+log entry's changes into a single WriteBatch while letting later commands of the same entry
+read what earlier ones wrote. Reads for clients (get, list, depths, stats) are the functions
+of :class:`Store` and go straight to RocksDB.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import rocksdict
+
+from broker import keys
+from taskqueue import jsonutil
+
+
+class Store:
+    """One RocksDB database under ``data_dir``.
+
+    ``lock`` guards open/close/swap: rocksdict raises "Already mutably borrowed" when the
+    database is closed or swapped while another thread reads it (measured on this stack).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, *, write_buffer_size: int = 64 << 20,
+                 max_write_buffer_number: int = 2, block_cache_size: int = 64 << 20):
+        self.path = Path(data_dir)
+        self._tuning = (write_buffer_size, max_write_buffer_number, block_cache_size)
+        self.lock = threading.RLock()
+        self.db: rocksdict.Rdict | None = None
+        self.open()
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    def _options(self) -> rocksdict.Options:
+        write_buffer_size, max_write_buffer_number, block_cache_size = self._tuning
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_write_buffer_size(write_buffer_size)
+        options.set_max_write_buffer_number(max_write_buffer_number)
+        options.increase_parallelism(2)
+        if block_cache_size:
+            table = rocksdict.BlockBasedOptions()
+            table.set_block_cache(rocksdict.Cache(block_cache_size))
+            options.set_block_based_table_factory(table)
+        return options
+
+    def open(self) -> None:
+        with self.lock:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.db = rocksdict.Rdict(str(self.path), self._options())
+
+    def close(self) -> None:
+        with self.lock:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+
+    def write(self, batch: rocksdict.WriteBatch, sync: bool) -> None:
+        options = rocksdict.WriteOptions()
+        options.sync = sync
+        self.db.write(batch, options)
+
+    def sync_wal(self) -> None:
+        """fsync RocksDB's write-ahead log (everything written so far becomes power-safe)."""
+        self.db.flush_wal(True)
+
+    def checkpoint(self, target: str | os.PathLike) -> None:
+        """A consistent copy of the database at ``target`` (hard links where possible)."""
+        with self.lock:
+            rocksdict.Checkpoint(self.db).create_checkpoint(str(target))
+
+    def replace_with(self, source: str | os.PathLike) -> None:
+        """Swap the database for the checkpoint at ``source`` (snapshot install)."""
+        with self.lock:
+            self.close()
+            staging = self.path.with_name(self.path.name + ".old")
+            shutil.rmtree(staging, ignore_errors=True)
+            os.replace(self.path, staging)
+            shutil.copytree(source, self.path)
+            shutil.rmtree(staging, ignore_errors=True)
+            self.open()
+
+    # ---------------------------------------------------------------------------- reads
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def get_json(self, key: bytes):
+        raw = self.db.get(key)
+        return None if raw is None else jsonutil.loads(raw)
+
+    def scan(self, lower: bytes, upper: bytes, limit: int | None = None
+             ) -> Iterator[tuple[bytes, bytes]]:
+        """Key/value pairs with ``lower <= key < upper``, in key order, at most ``limit``."""
+        options = rocksdict.ReadOptions()
+        options.set_iterate_upper_bound(upper)
+        it = self.db.iter(options)
+        it.seek(lower)
+        count = 0
+        while it.valid():
+            yield it.key(), it.value()
+            count += 1
+            if limit is not None and count >= limit:
+                return
+            it.next()
+
+    def first_key(self, lower: bytes, upper: bytes) -> bytes | None:
+        for key, _ in self.scan(lower, upper, 1):
+            return key
+        return None
+
+    def applied_index(self) -> int:
+        raw = self.db.get(keys.META_APPLIED)
+        return 0 if raw is None else int(raw)
+
+    def rocksdb_stats(self) -> dict:
+        db = self.db
+        names = {
+            "estimate_num_keys": "rocksdb.estimate-num-keys",
+            "total_sst_files_bytes": "rocksdb.total-sst-files-size",
+            "live_sst_files_bytes": "rocksdb.live-sst-files-size",
+            "memtable_bytes": "rocksdb.cur-size-all-mem-tables",
+            "pending_compaction_bytes": "rocksdb.estimate-pending-compaction-bytes",
+            "running_compactions": "rocksdb.num-running-compactions",
+            "running_flushes": "rocksdb.num-running-flushes",
+            "compaction_pending": "rocksdb.compaction-pending",
+        }
+        out = {}
+        for name, prop in names.items():
+            try:
+                out[name] = db.property_int_value(prop)
+            except Exception:  # a property this RocksDB build lacks
+                out[name] = None
+        return out
+
+
+# Only these tables are searched by range inside apply; other keys skip the sorted list.
+_RANGE_PREFIXES = (keys.READY, keys.SCHEDULE, keys.LEASE)
+
+
+class Overlay:
+    """The pending writes of one log entry, readable before they are committed.
+
+    ``get`` sees puts and deletes made earlier in the same entry; ``first`` finds the
+    smallest live key in a range across both the database and the overlay. The state
+    machine needs both: two submits in one entry may share an idempotency key, and a claim
+    must not hand out a task that an earlier claim in the same entry already took.
+    """
+
+    __slots__ = ("store", "puts", "deleted", "_sorted", "hints", "_undo")
+
+    def __init__(self, store: Store, hints: "RangeHints"):
+        self.store = store
+        self.puts: dict[bytes, bytes] = {}
+        self.deleted: set[bytes] = set()
+        self._sorted: list[bytes] = []  # keys put in this entry, sorted, for range lookups
+        self.hints = hints
+        # (key, previous put value or None, was deleted) per change, for rollback
+        self._undo: list[tuple[bytes, bytes | None, bool]] = []
+
+    def savepoint(self) -> int:
+        return len(self._undo)
+
+    def rollback(self, savepoint: int) -> None:
+        """Undo every put and delete made since ``savepoint``."""
+        while len(self._undo) > savepoint:
+            key, previous, was_deleted = self._undo.pop()
+            if previous is None:
+                self.puts.pop(key, None)
+            else:
+                self.puts[key] = previous
+            if was_deleted:
+                self.deleted.add(key)
+            else:
+                self.deleted.discard(key)
+
+    def release_undo(self) -> None:
+        self._undo.clear()
+
+    def get(self, key: bytes) -> bytes | None:
+        value = self.puts.get(key)
+        if value is not None:
+            return value
+        if key in self.deleted:
+            return None
+        return self.store.db.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        previous = self.puts.get(key)
+        self._undo.append((key, previous, key in self.deleted))
+        if previous is None and key[:1] in _RANGE_PREFIXES:
+            bisect.insort(self._sorted, key)
+        self.puts[key] = value
+        self.deleted.discard(key)
+        self.hints.note_insert(key)
+
+    def delete(self, key: bytes) -> None:
+        self._undo.append((key, self.puts.get(key), key in self.deleted))
+        self.puts.pop(key, None)
+        self.deleted.add(key)
+
+    def first(self, lower: bytes, upper: bytes) -> bytes | None:
+        """The smallest live key in ``[lower, upper)``."""
+        start = self.hints.start(lower)
+        candidate = None
+        for key, _ in self.store.scan(start, upper):
+            if key not in self.deleted:
+                candidate = key
+                break
+        i = bisect.bisect_left(self._sorted, lower)
+        while i < len(self._sorted):
+            key = self._sorted[i]
+            if key >= upper or (candidate is not None and key >= candidate):
+                break
+            if key in self.puts:
+                candidate = key
+                break
+            i += 1
+        return candidate
+
+    def to_batch(self) -> rocksdict.WriteBatch:
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key in self.deleted:
+            batch.delete(key)
+        for key, value in self.puts.items():
+            batch.put(key, value)
+        return batch
+
+
+class RangeHints:
+    """Where the live entries of a queue-like index begin, to skip RocksDB tombstones.
+
+    The ready, schedule and lease indexes are consumed from the front, which leaves a run
+    of deletion tombstones there until compaction; seeking from the start each time would
+    step over all of them. A hint says "no live key of this range sorts before K". It is a
+    cache only: it changes how far a scan skips, never what it finds, so apply stays
+    deterministic. It is lowered by every insert below it and reset on snapshot install.
+    """
+
+    __slots__ = ("_hints",)
+
+    def __init__(self):
+        self._hints: dict[bytes, bytes] = {}
+
+    @staticmethod
+    def _range_of(key: bytes) -> bytes:
+        prefix = key[:1]
+        if prefix == keys.READY:
+            return key[: key.index(b"\x00") + 1]
+        return prefix
+
+    def start(self, lower: bytes) -> bytes:
+        hint = self._hints.get(self._range_of(lower))
+        return hint if hint is not None and hint > lower else lower
+
+    def consumed(self, key: bytes) -> None:
+        """Everything up to and including ``key`` in its range is gone."""
+        self._hints[self._range_of(key)] = key + b"\x00"
+
+    def exhausted(self, lower: bytes, upper: bytes) -> None:
+        """A scan of ``[lower, upper)`` found no live key: nothing lives below ``upper``.
+
+        Without this, a range whose live keys are removed by other means (acks delete
+        leases; nothing "consumes" them) would be re-scanned over its tombstones forever.
+        """
+        rng = self._range_of(lower)
+        if upper[:1] == rng[:1] and upper > self._hints.get(rng, b""):
+            self._hints[rng] = upper
+
+    def note_insert(self, key: bytes) -> None:
+        if key[:1] not in (keys.READY, keys.SCHEDULE, keys.LEASE):
+            return
+        rng = self._range_of(key)
+        hint = self._hints.get(rng)
+        if hint is not None and key < hint:
+            self._hints[rng] = key
+
+    def clear(self) -> None:
+        self._hints.clear()

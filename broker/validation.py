@@ -1,0 +1,176 @@
+"""Turning untrusted request JSON into the normalised specs the state machine accepts.
+
+Everything a client sends is checked here, once, for every port. A bad value raises
+:class:`Invalid` naming the field; nothing reaches the log until a request is valid.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+import uuid
+
+from taskqueue import errors, jsonutil
+
+
+class Invalid(Exception):
+    def __init__(self, message: str, code: str = errors.BADREQ):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+
+# Fields a submit reads, and fields of an exported task object that it ignores, so that
+# `tq-admin list` output can be submitted back as it is (the guide's migration recipe).
+SUBMIT_FIELDS = {"id", "type", "queue", "payload", "priority", "max_retries", "run_at",
+                 "delay_secs", "timeout_secs", "retry_backoff_secs", "idempotency_key"}
+IGNORED_FIELDS = {"status", "attempts", "result", "error", "backtrace", "worker",
+                  "created_at", "updated_at", "started_at", "finished_at",
+                  "lease_expires_at", "duplicate", "token"}
+
+MAX_BULK = 1000
+
+
+def parse_json(raw: bytes | str):
+    try:
+        return jsonutil.loads(raw)
+    except (jsonutil.JSONDecodeError, ValueError, TypeError) as exc:
+        raise Invalid(f"the argument is not valid JSON: {exc}") from None
+
+
+def obj(value, what: str = "argument") -> dict:
+    if not isinstance(value, dict):
+        raise Invalid(f"the {what} must be a JSON object")
+    return value
+
+
+def _number(spec: dict, field: str, *, minimum: float, maximum: float, integer: bool,
+            default=None):
+    value = spec.get(field, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            integer and not isinstance(value, int)) or (
+            isinstance(value, float) and not math.isfinite(value)):
+        raise Invalid(f"{field}: expected {'an integer' if integer else 'a number'}, "
+                      f"got {value!r}")
+    if not minimum <= value <= maximum:
+        raise Invalid(f"{field}: must be between {minimum:g} and {maximum:g}, got {value!r}")
+    return value
+
+
+def _name(spec: dict, field: str, pattern: re.Pattern, default=None) -> str | None:
+    value = spec.get(field, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not pattern.match(value):
+        limit = 128 if pattern is TASK_ID else 200
+        raise Invalid(f"{field}: expected 1-{limit} characters of A-Z a-z 0-9 _ . : -, "
+                      f"got {value!r}")
+    return value
+
+
+def _timestamp_ms(value, field: str) -> int:
+    """``run_at`` as epoch seconds (number) or an ISO 8601 string, to epoch milliseconds."""
+    if isinstance(value, str):
+        try:
+            parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise Invalid(f"{field}: not an ISO 8601 time: {value!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    seconds = _number({field: value}, field, minimum=0, maximum=1e11, integer=False)
+    return int(seconds * 1000)
+
+
+def task_spec(spec, now_ms: int, max_payload_bytes: int, raw_size: int | None = None) -> dict:
+    """Validate one submitted task; return the spec the ``submit`` command carries."""
+    spec = obj(spec, "task")
+    unknown = set(spec) - SUBMIT_FIELDS - IGNORED_FIELDS
+    if unknown:
+        raise Invalid(f"{sorted(unknown)[0]}: not a task field")
+    task_type = spec.get("type")
+    if not isinstance(task_type, str) or not 0 < len(task_type) <= 200 or "\x00" in task_type:
+        raise Invalid("type: required, a string of 1-200 characters (the handler name)")
+    out = {
+        "id": _name(spec, "id", TASK_ID) or uuid.uuid4().hex,
+        "type": task_type,
+        "queue": _name(spec, "queue", NAME, "default"),
+        "payload": spec.get("payload"),
+        "priority": _number(spec, "priority", minimum=0, maximum=9, integer=True, default=0),
+        "max_retries": _number(spec, "max_retries", minimum=0, maximum=1000, integer=True,
+                               default=3),
+        "timeout_secs": _number(spec, "timeout_secs", minimum=0.001, maximum=86400 * 7,
+                                integer=False),
+        "retry_backoff_secs": _number(spec, "retry_backoff_secs", minimum=0, maximum=86400,
+                                      integer=False, default=1.0),
+        "idempotency_key": None,
+        "run_at_ms": None,
+    }
+    key = spec.get("idempotency_key")
+    if key is not None:
+        if not isinstance(key, str) or not 0 < len(key) <= 256:
+            raise Invalid("idempotency_key: expected a string of 1-256 characters")
+        out["idempotency_key"] = key
+    if spec.get("delay_secs") is not None:
+        delay = _number(spec, "delay_secs", minimum=0, maximum=86400 * 365, integer=False)
+        out["run_at_ms"] = now_ms + int(delay * 1000)
+    elif spec.get("run_at") is not None:
+        out["run_at_ms"] = _timestamp_ms(spec["run_at"], "run_at")
+    # The payload's encoded size is checked only when the whole request could exceed the
+    # limit: re-encoding every payload would cost the hot path for nothing.
+    if raw_size is None or raw_size > max_payload_bytes:
+        size = len(jsonutil.dumps(out["payload"]))
+        if size > max_payload_bytes:
+            raise Invalid(f"payload: {size} bytes exceeds broker.max_payload_bytes "
+                          f"({max_payload_bytes})", errors.TOOLARGE)
+    return out
+
+
+def task_specs(value, now_ms: int, max_payload_bytes: int, raw_size: int | None = None):
+    """A single task object, or a list of them (bulk). Returns (specs, is_bulk)."""
+    if isinstance(value, list):
+        if not 0 < len(value) <= MAX_BULK:
+            raise Invalid(f"a bulk submit takes 1-{MAX_BULK} tasks, got {len(value)}")
+        return [task_spec(v, now_ms, max_payload_bytes, raw_size) for v in value], True
+    return [task_spec(value, now_ms, max_payload_bytes, raw_size)], False
+
+
+def task_id(args: dict) -> str:
+    value = obj(args).get("id")
+    if not isinstance(value, str) or not TASK_ID.match(value):
+        raise Invalid("id: required, 1-128 characters of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def queue_name(value, field: str = "queue") -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise Invalid(f"{field}: expected 1-200 characters of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def queue_list(value) -> list[str]:
+    if value is None:
+        return ["default"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not 0 < len(value) <= 100:
+        raise Invalid("queues: expected a list of 1-100 queue names")
+    return [queue_name(q, "queues") for q in value]
+
+
+def bounded_int(args: dict, field: str, default: int, minimum: int, maximum: int) -> int:
+    return _number(args, field, minimum=minimum, maximum=maximum, integer=True,
+                   default=default)
+
+
+def token(args: dict) -> int:
+    value = args.get("token")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Invalid("token: required, the integer fencing token FETCH returned")
+    return value
