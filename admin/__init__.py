@@ -1,0 +1,1 @@
+"""tq-admin: the operator's command line for a task-queue broker (see admin/cli.py)."""

@@ -1,0 +1,331 @@
+"""``tq-admin``: inspect and operate a task-queue broker.
+
+    tq-admin --broker-addr 10.0.1.10:6379 cluster-status
+    tq-admin queue-depth --watch 2
+    tq-admin list --status completed --limit 100000 > tasks.json   # always a JSON array
+
+Tables for people by default, ``--json`` for scripts (accepted before or after the
+subcommand). Connection settings: ``--broker-addr`` (env ``TQ_BROKER_ADDR``, default
+127.0.0.1:6379, a comma-separated list of cluster nodes allowed), ``--api-key`` (env
+``TQ_API_KEY``), ``--tls-ca``/``--tls-cert``/``--tls-key``.
+
+Exit codes:
+
+====  ==============================================================================
+0     success
+1     the broker answered with an error (the message names its code, e.g. NOTFOUND)
+2     usage error (bad arguments, bad JSON in --payload)
+3     cannot connect to the broker (or the connection broke mid-command)
+====  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from admin import output
+from taskqueue.client import Client
+from taskqueue.errors import BrokerError, ConnectionLost
+from taskqueue.tlsutil import client_context_from_paths
+
+EXIT_OK, EXIT_BROKER_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+STATUSES = ("scheduled", "pending", "running", "completed", "failed", "dead", "cancelled")
+QUEUE_COLUMNS = ("scheduled", "pending", "running", "failed", "completed", "dead",
+                 "cancelled")
+
+
+class UsageError(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- commands
+# Each takes (client, args) and returns what to print as JSON; ``args.json`` false means
+# it is printed by the command's ``human`` renderer instead.
+
+def cmd_cluster_status(client, args):
+    return client.cluster()
+
+
+def show_cluster(info):
+    print(f"mode: {info.get('mode')}   node: {info.get('node_id')}   "
+          f"leader: {info.get('leader') or '-'}")
+    output.table(["node_id", "address", "role", "term", "commit_index", "applied_index",
+                  "lag", "reachable"],
+                 [[n.get(k) for k in ("node_id", "address", "role", "term", "commit_index",
+                                      "applied_index", "lag", "reachable")]
+                  for n in info.get("nodes", [])])
+
+
+def cmd_workers(client, args):
+    return client.workers()
+
+
+def show_workers(workers):
+    now = time.time()
+    output.table(["worker_id", "hostname", "pid", "queues", "concurrency", "running",
+                  "state", "last_seen"],
+                 [[w.get("worker_id"), w.get("hostname"), w.get("pid"), w.get("queues"),
+                   w.get("concurrency"), _count(w.get("running")), w.get("state"),
+                   output.age(w.get("last_seen"), now)] for w in workers])
+
+
+def _count(value):
+    return len(value) if isinstance(value, (list, tuple)) else value
+
+
+def cmd_queue_depth(client, args):
+    return client.queues()
+
+
+def show_queues(queues):
+    output.table(["queue", *QUEUE_COLUMNS, "paused"],
+                 [[name, *(q.get(c, 0) for c in QUEUE_COLUMNS), q.get("paused", False)]
+                  for name, q in sorted(queues.items())])
+
+
+def cmd_stats(client, args):
+    return client.stats()
+
+
+def cmd_list(client, args):
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    return list(client.iter_tasks(status=args.status, queue=args.queue, type=args.type,
+                                  limit=args.limit))
+
+
+def cmd_get(client, args):
+    return client.get(args.id)
+
+
+def show_task(task):
+    shown = dict(task)
+    for key in ("created_at", "updated_at", "started_at", "finished_at", "run_at",
+                "lease_expires_at"):
+        if shown.get(key) is not None:
+            shown[key] = output.timestamp(shown[key])
+    backtrace = shown.pop("backtrace", None)
+    output.key_values(shown, flatten=False)
+    if backtrace:
+        print("backtrace:\n" + backtrace.rstrip())
+
+
+def cmd_cancel(client, args):
+    return client.cancel(args.id)
+
+
+def cmd_requeue(client, args):
+    return client.requeue(args.id)
+
+
+def show_task_state(task):
+    print(f"{task['id']}  {task['status']}")
+
+
+def cmd_pause(client, args):
+    client.pause(args.queue)
+    return {"queue": args.queue, "paused": True}
+
+
+def cmd_resume(client, args):
+    client.resume(args.queue)
+    return {"queue": args.queue, "paused": False}
+
+
+def show_pause(reply):
+    print(f"queue {reply['queue']} {'paused' if reply['paused'] else 'resumed'}")
+
+
+def cmd_worker_state(client, args):
+    client.worker_state(args.worker_id, args.state)
+    return {"worker_id": args.worker_id, "state": args.state}
+
+
+def cmd_create_snapshot(client, args):
+    return client.snapshot(args.path)
+
+
+def show_snapshot(reply):
+    print(f"snapshot written to {reply.get('path')} (applied index {reply.get('applied_index')})")
+
+
+def cmd_submit(client, args):
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc}") from None
+    options = {"queue": args.queue, "priority": args.priority, "max_retries": args.max_retries,
+               "delay_secs": args.delay_secs, "timeout_secs": args.timeout_secs,
+               "idempotency_key": args.idempotency_key, "id": args.id}
+    return client.submit(args.type, payload, **options)
+
+
+def cmd_hash_key(args):
+    """bcrypt hash of an API key, for auth.api_keys[].key_hash (needs no broker)."""
+    try:
+        import bcrypt
+    except ImportError:
+        raise UsageError("hash-key needs the bcrypt package: pip install bcrypt "
+                         "(or pip install 'task-queue[broker]')") from None
+    key = args.key if args.key is not None else sys.stdin.readline().rstrip("\n")
+    if not key:
+        raise UsageError("empty key")
+    hashed = bcrypt.hashpw(key.encode(), bcrypt.gensalt(rounds=args.rounds)).decode()
+    return {"key_hash": hashed}
+
+
+# name -> (function, human renderer); a renderer of None prints the JSON anyway.
+COMMANDS = {
+    "cluster-status": (cmd_cluster_status, show_cluster),
+    "workers": (cmd_workers, show_workers),
+    "queue-depth": (cmd_queue_depth, show_queues),
+    "stats": (cmd_stats, output.key_values),
+    "list": (cmd_list, None),  # the guide pipes it into jq: always JSON
+    "get": (cmd_get, show_task),
+    "cancel": (cmd_cancel, show_task_state),
+    "requeue": (cmd_requeue, show_task_state),
+    "pause": (cmd_pause, show_pause),
+    "resume": (cmd_resume, show_pause),
+    "worker-state": (cmd_worker_state,
+                     lambda r: print(f"worker {r['worker_id']} set {r['state']}")),
+    "create-snapshot": (cmd_create_snapshot, show_snapshot),
+    "submit": (cmd_submit, show_task_state),
+    "hash-key": (None, lambda r: print(r["key_hash"])),
+}
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def _connection_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The global flags; on subcommands with SUPPRESSed defaults, so that giving them
+    after the subcommand works and not giving them keeps the global value."""
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--broker-addr",
+                        default=default(os.environ.get("TQ_BROKER_ADDR", "127.0.0.1:6379")),
+                        help="HOST:PORT or a comma-separated list (env TQ_BROKER_ADDR)")
+    parser.add_argument("--api-key", default=default(None), help="API key (env TQ_API_KEY)")
+    parser.add_argument("--tls-ca", default=default(None), help="CA bundle for the broker")
+    parser.add_argument("--tls-cert", default=default(None), help="client certificate")
+    parser.add_argument("--tls-key", default=default(None), help="client certificate key")
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="print JSON instead of tables")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tq-admin", description="Inspect and operate a task-queue broker.",
+        epilog="exit codes: 0 ok, 1 broker error reply, 2 usage, 3 cannot connect")
+    _connection_flags(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_flags(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, help_text):
+        return sub.add_parser(name, help=help_text, parents=[common], description=help_text)
+
+    for name, text in (("cluster-status", "the cluster's nodes, roles and replication lag"),
+                       ("queue-depth", "tasks per queue and state")):
+        add(name, text).add_argument("--watch", type=float, metavar="SECS",
+                                     help="refresh every SECS seconds until Ctrl-C")
+    add("workers", "connected workers")
+    add("stats", "task counts, rates and RocksDB figures")
+    p = add("list", "tasks as a JSON array (follows cursors up to --limit)")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--queue")
+    p.add_argument("--type")
+    p.add_argument("--limit", type=int, default=100)
+    for name, text in (("get", "one task"), ("cancel", "cancel a task"),
+                       ("requeue", "put a dead or cancelled task back to pending")):
+        add(name, text).add_argument("id")
+    add("pause", "stop handing out a queue's jobs").add_argument("queue")
+    add("resume", "resume a paused queue").add_argument("queue")
+    p = add("worker-state", "ask a worker to go quiet, stop, or become active again")
+    p.add_argument("worker_id")
+    p.add_argument("state", choices=("quiet", "stop", "active"))
+    add("create-snapshot", "write a consistent RocksDB checkpoint on the broker's host"
+        ).add_argument("path")
+    p = add("hash-key", "print the bcrypt hash of an API key for auth.api_keys")
+    p.add_argument("key", nargs="?", help="the key (default: read one line from stdin)")
+    p.add_argument("--rounds", type=int, default=10)
+    p = add("submit", "submit one task (handy for smoke tests)")
+    p.add_argument("type")
+    p.add_argument("--payload", default="null", help="JSON (default null)")
+    p.add_argument("--queue")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--max-retries", type=int)
+    p.add_argument("--delay-secs", type=float)
+    p.add_argument("--timeout-secs", type=float)
+    p.add_argument("--idempotency-key")
+    p.add_argument("--id")
+    return parser
+
+
+# ----------------------------------------------------------------------------- running
+
+def _print(args, result) -> None:
+    _, human = COMMANDS[args.command]
+    if args.json or human is None:
+        output.to_json(result)
+    else:
+        human(result)
+
+
+def _run_once(client: Client, args) -> None:
+    function, _ = COMMANDS[args.command]
+    _print(args, function(client, args))
+
+
+def _watch(client: Client, args) -> None:
+    clear = sys.stdout.isatty() and not args.json
+    try:
+        while True:
+            if clear:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(time.strftime("%H:%M:%S"), f"(every {args.watch:g}s, Ctrl-C to stop)")
+            _run_once(client, args)
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "hash-key":
+            _print(args, cmd_hash_key(args))
+            return EXIT_OK
+        ssl_context = client_context_from_paths(args.tls_ca, args.tls_cert, args.tls_key)
+        with Client(args.broker_addr, api_key=args.api_key, ssl_context=ssl_context) as client:
+            if getattr(args, "watch", None):
+                _watch(client, args)
+            else:
+                _run_once(client, args)
+    except UsageError as exc:
+        print(f"tq-admin: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokerError as exc:
+        print(f"tq-admin: the broker refused: {exc}", file=sys.stderr)
+        return EXIT_BROKER_ERROR
+    except ConnectionLost as exc:
+        print(f"tq-admin: cannot reach the broker at {args.broker_addr}: {exc}",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except BrokenPipeError:  # `tq-admin list | head`
+        return EXIT_OK
+    except (ValueError, OSError) as exc:  # bad address, unreadable TLS files
+        print(f"tq-admin: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Rendering for tq-admin: aligned tables and key/value blocks for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Iterable, TextIO
+
+
+def to_json(value: Any, stream: TextIO = sys.stdout) -> None:
+    json.dump(value, stream, indent=2, ensure_ascii=False, sort_keys=False)
+    stream.write("\n")
+
+
+def cell(value: Any) -> str:
+    """One value as table text: lists joined, None as '-', floats trimmed."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    if isinstance(value, (list, tuple)):
+        return ",".join(cell(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def timestamp(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)) + "Z"
+
+
+def age(epoch: float | None, now: float | None = None) -> str:
+    """``12s ago``: how long since ``epoch``."""
+    if epoch is None:
+        return "-"
+    seconds = max(0.0, (now or time.time()) - epoch)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def table(headers: list[str], rows: Iterable[Iterable[Any]],
+          stream: TextIO = sys.stdout) -> None:
+    """An aligned table; numeric columns are right-aligned."""
+    text_rows = [[cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    numeric = [True] * len(headers)
+    for row in text_rows:
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], len(value))
+            if numeric[i] and not _is_number(value):
+                numeric[i] = False
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w)
+                 for v, w, num in zip(values, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    stream.write(line([h.upper() for h in headers]) + "\n")
+    for row in text_rows:
+        stream.write(line(row) + "\n")
+    if not text_rows:
+        stream.write("(none)\n")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text == "-"
+    return True
+
+
+def key_values(data: dict, stream: TextIO = sys.stdout, flatten: bool = True) -> None:
+    """Aligned ``key  value`` lines; nested dicts as ``key.sub`` lines when ``flatten``,
+    else as inline JSON (a task's payload reads better whole)."""
+    flat = list(_flatten(data, "")) if flatten else list(data.items())
+    width = max((len(k) for k, _ in flat), default=0)
+    for key, value in flat:
+        stream.write(f"{key.ljust(width)}  {cell(value)}\n")
+
+
+def _flatten(data: dict, prefix: str):
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
