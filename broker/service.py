@@ -54,6 +54,9 @@ class Service:
         self._lease_ms = int(config.worker.lease_timeout_secs * 1000)
         self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
         self._rates = RateTracker()
+        # Optional listener for claims and settlements (the metrics module installs one to
+        # time queue waits and runs). Called on the loop; must be cheap and must not raise.
+        self.observer = None
         self.started_at = time.time()
         log.on_applied = self._wake
 
@@ -151,6 +154,8 @@ class Service:
                                         self._lease_ms])
             if jobs:
                 self._rates.add("claimed", len(jobs))
+                if self.observer is not None:
+                    self.observer.claimed(jobs)
                 return jobs
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -199,9 +204,14 @@ class Service:
         if not bulk:
             result = await self._propose(commands[0])
             self._rates.add(rate)
+            if self.observer is not None:
+                self.observer.settled(rate, commands)
             return result
         results = await asyncio.gather(*(self.log.propose(c) for c in commands),
                                        return_exceptions=True)
+        if self.observer is not None:
+            self.observer.settled(rate, [c for c, r in zip(commands, results)
+                                         if r == "OK"])
         out = []
         for result in results:
             if isinstance(result, Rejected):
@@ -366,6 +376,23 @@ class Service:
         self._require(principal, READ)
         return self.log.status()
 
+    # ------------------------------------------------------------------- metrics
+
+    def metrics_view(self) -> dict:
+        """Everything the Prometheus endpoint reports, read at scrape time (no permission:
+        the metrics port is unauthenticated, like the guide's scrape config assumes)."""
+        counters = self.machine.counters
+        return {
+            "queues": {name: dict(counts) for name, counts in counters.queues.items()},
+            "paused": set(self.machine.paused),
+            "totals": {name: counters.totals.get(name, 0) for name in TOTALS},
+            "operations": dict(self._rates.totals),
+            "workers": self.live_workers(),
+            "rocksdb": self.store.rocksdb_stats(),
+            "log": self.log.status(),
+            "is_leader": self.log.is_leader(),
+        }
+
 
 class RateTracker:
     """Per-node operation rates over a sliding window of one-second buckets."""
@@ -374,8 +401,10 @@ class RateTracker:
 
     def __init__(self):
         self._buckets: dict[str, dict[int, int]] = defaultdict(dict)
+        self.totals: dict[str, int] = defaultdict(int)  # lifetime counts on this node
 
     def add(self, name: str, count: int = 1) -> None:
+        self.totals[name] += count
         second = int(time.monotonic())
         bucket = self._buckets[name]
         bucket[second] = bucket.get(second, 0) + count
