@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit and integration tests, the fault-injection suite, and the
+# Molecule deployment scenario. Installs what it needs (root on Debian/Ubuntu, no stdin).
+#   bash scripts/test.sh            everything (what CI runs)
+#   bash scripts/test.sh -m "not slow"   any pytest arguments: the fast inner loop, no Molecule
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+apt_install openssl iptables iproute2 procps
+ensure_venv "broker,fast,test"
+
+status=0
+log "pytest ${*:-(all tests)}"
+"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" || status=$?
+
+if [ $# -eq 0 ] && [ -f scripts/molecule-test.sh ] && [ "${TQ_SKIP_MOLECULE:-0}" != 1 ]; then
+  log "Molecule deployment scenario"
+  bash scripts/molecule-test.sh || status=$?
+fi
+if [ $status -eq 0 ]; then log "all tests passed"; else log "FAILED (exit $status)"; fi
+exit $status
