@@ -1,0 +1,291 @@
+"""The REST API (Sanic, ``api.rest_port``): the same operations as the worker protocol.
+
+Embedded on the broker's own loop (``app.create_server`` with ``start_serving=False``, then
+``startup()``/``before_start()``/``start_serving()``/``after_start()``): see docs/api.md.
+Every handler decodes the request, authenticates it, calls one :class:`Service` method and
+encodes the result; errors are ``{"error": {"code", "message"}}`` with an HTTP status from
+:data:`HTTP_STATUS`. The OpenAPI document (``openapi.yaml`` next to this file) is served at
+``/api/v1/openapi.json`` and checked against the running server by tests/test_openapi.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from sanic import Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse
+
+from broker import validation as v
+from broker.auth import AuthError
+from broker.service import ServiceError
+from taskqueue import errors, jsonutil
+
+log = logging.getLogger("tq.rest")
+
+PREFIX = "/api/v1"
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+
+HTTP_STATUS = {
+    errors.BADREQ: 400, errors.BADVERSION: 400, errors.NOAUTH: 401, errors.NOPERM: 403,
+    errors.NOTFOUND: 404, errors.BADSTATE: 409, errors.LEASELOST: 409,
+    errors.TOOLARGE: 413, errors.QUEUEFULL: 429, errors.MAXCONN: 503,
+    errors.NOTLEADER: 503, errors.UNAVAILABLE: 503, errors.INTERNAL: 500,
+}
+# Sanic's own errors (routing, body size, timeouts) mapped onto protocol codes.
+_SANIC_CODES = {400: errors.BADREQ, 404: errors.NOTFOUND, 405: errors.BADREQ,
+                408: errors.BADREQ, 413: errors.TOOLARGE, 416: errors.BADREQ,
+                503: errors.UNAVAILABLE}
+
+_names = itertools.count(1)
+
+
+def json_response(body, status: int = 200, headers: dict | None = None) -> HTTPResponse:
+    return HTTPResponse(jsonutil.dumps(body), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_response(code: str, message: str, status: int | None = None) -> HTTPResponse:
+    body = {"error": {"code": code, "message": message}}
+    headers = None
+    if code == errors.NOTLEADER and message.startswith("leader="):
+        body["error"]["leader"] = message[len("leader="):] or None
+    if code == errors.NOAUTH:
+        headers = {"WWW-Authenticate": 'Bearer realm="task-queue"'}
+    return json_response(body, status or HTTP_STATUS.get(code, 500), headers)
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> bytes:
+    import yaml
+
+    return jsonutil.dumps(yaml.safe_load(OPENAPI_PATH.read_text()))
+
+
+def api_key_of(request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = request.headers.get("x-api-key")
+    return key or None
+
+
+class RestServer:
+    """The Sanic app and its embedded server. ``await start(...)``, ``await stop()``."""
+
+    def __init__(self, broker):
+        self.broker = broker
+        self.service = broker.service
+        self.auth = broker.auth
+        # App names are process-global in Sanic: unique per Broker instance.
+        self.app = Sanic(f"tq_rest_{os.getpid()}_{next(_names)}")
+        self.app.config.MOTD = False
+        self.app.config.ACCESS_LOG = False
+        self.app.config.REQUEST_MAX_SIZE = broker.config.api.max_body_bytes
+        self.app.config.KEEP_ALIVE_TIMEOUT = 75
+        self.app.config.REAL_IP_HEADER = None
+        self.server = None
+        self._routes()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self, host: str, port: int, ssl=None) -> None:
+        server = await self.app.create_server(
+            host=host, port=port, ssl=ssl, return_asyncio_server=True, access_log=False,
+            backlog=1024, asyncio_server_kwargs={"start_serving": False})
+        if server is None:
+            raise OSError(f"REST API could not bind {host}:{port}")
+        await server.startup()
+        await server.before_start()
+        await server.start_serving()
+        await server.after_start()
+        self.server = server
+        log.info("REST API on %s:%d%s", host, port, " (TLS)" if ssl else "")
+
+    async def stop(self) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        await server.before_stop()
+        server.close()
+        for conn in list(server.connections):
+            conn.close_if_idle()
+        await server.wait_closed()
+        await server.after_stop()
+
+    # ---------------------------------------------------------------- plumbing
+
+    async def _principal(self, request):
+        return await self.auth.authenticate(api_key_of(request))
+
+    @staticmethod
+    def _body(request):
+        raw = request.body
+        if not raw:
+            raise v.Invalid("a JSON request body is required")
+        return v.parse_json(raw), len(raw)
+
+    def _routes(self) -> None:
+        app = self.app
+        service = self.service
+
+        @app.exception(Exception)
+        async def on_error(request, exc):
+            if isinstance(exc, (ServiceError, AuthError, v.Invalid)):
+                return error_response(exc.code, exc.message)
+            if isinstance(exc, SanicException):
+                status = getattr(exc, "status_code", 500) or 500
+                code = _SANIC_CODES.get(status, errors.BADREQ if status < 500
+                                        else errors.INTERNAL)
+                return error_response(code, str(exc) or code, status)
+            log.error("internal error serving %s %s", request.method, request.path,
+                      exc_info=exc)
+            return error_response(errors.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+        # -- health (open: load balancers carry no key)
+
+        @app.get("/health")
+        async def health(request):
+            if self.broker.stopping.is_set():
+                return json_response({"status": "stopping"}, 503)
+            status = service.log.status()
+            if not status.get("leader"):
+                return json_response({"status": "no_leader", "role": status.get("role")}, 503)
+            return json_response({"status": "healthy", "role": status.get("role"),
+                                  "node_id": status.get("node_id"),
+                                  "leader": status.get("leader")})
+
+        @app.get("/health/leader")
+        async def health_leader(request):
+            status = service.log.status()
+            if service.log.is_leader() and not self.broker.stopping.is_set():
+                return json_response({"status": "leader", "node_id": status.get("node_id"),
+                                      "leader": status.get("leader")})
+            return json_response({"status": "not_leader", "node_id": status.get("node_id"),
+                                  "leader": status.get("leader")}, 503)
+
+        @app.get(f"{PREFIX}/openapi.json")
+        async def openapi(request):
+            return HTTPResponse(openapi_document(), content_type="application/json")
+
+        # -- tasks
+
+        @app.post(f"{PREFIX}/tasks")
+        async def submit(request):
+            principal = await self._principal(request)
+            body, size = self._body(request)
+            if not isinstance(body, dict):
+                raise v.Invalid("the body must be one task object (POST /api/v1/tasks/bulk "
+                                "takes a list)")
+            task = await service.submit(principal, body, size)
+            return json_response(task, 200 if task.get("duplicate") else 201)
+
+        @app.post(f"{PREFIX}/tasks/bulk")
+        async def submit_bulk(request):
+            principal = await self._principal(request)
+            body, size = self._body(request)
+            tasks = body.get("tasks") if isinstance(body, dict) else body
+            if not isinstance(tasks, list):
+                raise v.Invalid('the body must be {"tasks": [task, ...]} or a list of tasks')
+            results = await service.submit(principal, tasks, size)
+            return json_response({"results": results})
+
+        @app.get(f"{PREFIX}/tasks")
+        async def list_tasks(request):
+            principal = await self._principal(request)
+            args = {}
+            for name in ("status", "queue", "type", "cursor"):
+                value = request.args.get(name)
+                if value not in (None, ""):
+                    args[name] = value
+            limit = request.args.get("limit")
+            if limit not in (None, ""):
+                try:
+                    args["limit"] = int(limit)
+                except ValueError:
+                    raise v.Invalid(f"limit: expected an integer, got {limit!r}") from None
+            return json_response(service.list_tasks(principal, args))
+
+        @app.get(f"{PREFIX}/tasks/<task_id:str>")
+        async def get_task(request, task_id):
+            principal = await self._principal(request)
+            return json_response(service.get(principal, v.task_id({"id": task_id})))
+
+        @app.post(f"{PREFIX}/tasks/<task_id:str>/cancel")
+        async def cancel(request, task_id):
+            principal = await self._principal(request)
+            return json_response(await service.cancel(principal,
+                                                      v.task_id({"id": task_id})))
+
+        @app.post(f"{PREFIX}/tasks/<task_id:str>/requeue")
+        async def requeue(request, task_id):
+            principal = await self._principal(request)
+            return json_response(await service.requeue(principal,
+                                                       v.task_id({"id": task_id})))
+
+        # -- queues
+
+        @app.get(f"{PREFIX}/queues")
+        async def queues(request):
+            principal = await self._principal(request)
+            return json_response(service.queues(principal))
+
+        @app.get(f"{PREFIX}/queues/<queue:str>")
+        async def queue(request, queue):
+            principal = await self._principal(request)
+            name = v.queue_name(queue)
+            depths = service.queues(principal)["queues"].get(name)
+            if depths is None:
+                raise ServiceError(errors.NOTFOUND, f"no queue {name!r} (no task was "
+                                   "ever submitted to it)")
+            return json_response(dict(depths, queue=name))
+
+        @app.post(f"{PREFIX}/queues/<queue:str>/pause")
+        async def pause(request, queue):
+            principal = await self._principal(request)
+            await service.set_paused(principal, queue, True)
+            return json_response({"queue": queue, "paused": True})
+
+        @app.post(f"{PREFIX}/queues/<queue:str>/resume")
+        async def resume(request, queue):
+            principal = await self._principal(request)
+            await service.set_paused(principal, queue, False)
+            return json_response({"queue": queue, "paused": False})
+
+        # -- workers, stats, cluster, snapshots
+
+        @app.get(f"{PREFIX}/workers")
+        async def workers(request):
+            principal = await self._principal(request)
+            return json_response(service.workers(principal))
+
+        @app.post(f"{PREFIX}/workers/<worker_id:str>/state")
+        async def worker_state(request, worker_id):
+            principal = await self._principal(request)
+            body, _ = self._body(request)
+            state = v.obj(body, "body").get("state")
+            await service.worker_state(principal, worker_id, state)
+            return json_response({"worker_id": worker_id, "state": state})
+
+        @app.get(f"{PREFIX}/stats")
+        async def stats(request):
+            principal = await self._principal(request)
+            return json_response(service.stats(principal))
+
+        @app.get(f"{PREFIX}/cluster")
+        async def cluster(request):
+            principal = await self._principal(request)
+            return json_response(service.cluster(principal))
+
+        @app.post(f"{PREFIX}/snapshots")
+        async def snapshot(request):
+            principal = await self._principal(request)
+            body, _ = self._body(request)
+            path = v.obj(body, "body").get("path")
+            return json_response(await service.snapshot(principal, path), 201)
