@@ -1,0 +1,239 @@
+"""The worker protocol against a real broker process: errors, limits, lifecycle, restarts."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from taskqueue import resp
+from taskqueue.client import Client
+from taskqueue.errors import BrokerError
+from tests.brokerproc import ROOT
+
+
+class Raw:
+    """A bare socket speaking RESP: for what a well-behaved client would never send."""
+
+    def __init__(self, addr: str):
+        host, port = addr.split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.parser = resp.ReplyParser()
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def call(self, *args):
+        self.send(resp.encode_request(*args))
+        return self.reply()
+
+    def reply(self):
+        while True:
+            value = self.parser.get()
+            if value is not resp.ReplyParser.NEED_MORE:
+                return value
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by broker")
+            self.parser.feed(chunk)
+
+    def closed(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except (ConnectionError, socket.timeout):
+            return True
+
+    def hello(self, **extra):
+        doc = {"v": 1}
+        doc.update(extra)
+        import json
+        return self.call("HELLO", json.dumps(doc))
+
+
+def test_commands_before_hello_are_refused(broker):
+    raw = Raw(broker.addr)
+    assert raw.call("PING") == "PONG"
+    err = raw.call("SUBMIT", '{"type": "echo"}')
+    assert isinstance(err, resp.Error) and err.code == "NOAUTH"
+    assert isinstance(raw.hello(v=2), resp.Error)
+    assert raw.call("HELLO", '{"v": 2}').code == "BADVERSION"
+
+
+def test_bad_requests_get_errors_and_the_connection_survives(broker):
+    raw = Raw(broker.addr)
+    raw.hello()
+    assert raw.call("NOPE").code == "BADREQ"
+    assert raw.call("SUBMIT", "{not json").code == "BADREQ"
+    assert raw.call("SUBMIT", '{"payload": 1}').code == "BADREQ"  # no type
+    assert raw.call("SUBMIT", '{"type": "x", "priority": 99}').code == "BADREQ"
+    assert raw.call("SUBMIT", '{"type": "x", "queue": "a\\u0000b"}').code == "BADREQ"
+    assert raw.call("SUBMIT", '{"type": "x", "bogus": 1}').code == "BADREQ"
+    assert raw.call("SUBMIT", "[]").code == "BADREQ"
+    assert raw.call("GET", '{"id": "nope"}').code == "NOTFOUND"
+    assert raw.call("FETCH", "{}").code == "BADREQ"  # not a worker connection
+    assert raw.call("PING") == "PONG"
+    with Client(broker.addr) as client:
+        assert client.stats()["totals"]["submitted"] == 0  # nothing changed
+
+
+def test_oversized_payload_is_refused(broker_factory):
+    b = broker_factory({"broker": {"max_payload_bytes": 1000}})
+    with Client(b.addr) as client:
+        client.submit("echo", "x" * 900)
+        with pytest.raises(BrokerError) as err:
+            client.submit("echo", "x" * 2000)
+        assert err.value.code == "TOOLARGE"
+        assert client.stats()["totals"]["submitted"] == 1
+
+
+def test_malformed_frames_close_the_connection(broker_factory):
+    b = broker_factory({"broker": {"max_frame_bytes": 4096}})
+    for bad in (b"*1\r\n:5\r\n", b"*99\r\n", b"*1\r\n$abc\r\n", b"*1\r\n$3\r\nPINGX\r\n"):
+        raw = Raw(b.addr)
+        raw.send(bad + b"\r\n" * 2)
+        reply = raw.reply()
+        assert isinstance(reply, resp.Error) and reply.code == "BADREQ", bad
+        assert raw.closed()
+    raw = Raw(b.addr)
+    raw.send(b"*2\r\n$6\r\nSUBMIT\r\n$999999999\r\n")  # announced, never sent
+    assert raw.reply().code == "TOOLARGE"
+    assert raw.closed()
+    assert Raw(b.addr).call("PING") == "PONG"  # the broker is fine
+
+
+def test_max_connections(broker_factory):
+    b = broker_factory({"broker": {"max_connections": 3}})
+    held = [Raw(b.addr) for _ in range(3)]
+    assert all(r.call("PING") == "PONG" for r in held)
+    extra = Raw(b.addr)
+    assert extra.reply().code == "MAXCONN"
+    held[0].sock.close()
+    time.sleep(0.2)
+    assert Raw(b.addr).call("PING") == "PONG"
+
+
+def test_queue_depth_threshold_backpressure(broker_factory):
+    b = broker_factory({"broker": {"queue_depth_threshold": 5}})
+    with Client(b.addr) as client:
+        for i in range(5):
+            client.submit("echo", i)
+        with pytest.raises(BrokerError) as err:
+            client.submit("echo", 5)
+        assert err.value.code == "QUEUEFULL"
+        client.submit("echo", 6, queue="other")  # per queue
+        results = client.submit_bulk([{"type": "echo"}, {"type": "echo", "queue": "b"}])
+        assert results[0]["error"]["code"] == "QUEUEFULL" and results[1]["status"] == "pending"
+
+
+def test_fetch_blocks_until_a_task_arrives(broker):
+    with Client(broker.addr, identity={"worker_id": "w-block"}) as worker, \
+            Client(broker.addr) as producer:
+        started = time.monotonic()
+        assert worker.fetch(["default"], count=1, timeout_ms=300) == []
+        assert time.monotonic() - started >= 0.25
+        import threading
+        threading.Timer(0.3, lambda: producer.submit("echo", 1)).start()
+        jobs = worker.fetch(["default"], count=1, timeout_ms=5000)
+        assert len(jobs) == 1 and jobs[0]["status"] == "running"
+
+
+def test_lease_expiry_requeues_and_fences_the_old_worker(broker):
+    with Client(broker.addr, identity={"worker_id": "slow"}) as slow, \
+            Client(broker.addr, identity={"worker_id": "fast"}) as fast, \
+            Client(broker.addr) as producer:
+        task = producer.submit("echo", 1)
+        [job] = slow.fetch(["default"], timeout_ms=1000)
+        time.sleep(2.5)  # lease_timeout_secs is 2 in tests; no heartbeat
+        [again] = fast.fetch(["default"], timeout_ms=3000)
+        assert again["id"] == task["id"] and again["attempts"] == 2
+        with pytest.raises(BrokerError) as err:
+            slow.ack(job["id"], job["token"], "late")
+        assert err.value.code == "LEASELOST"
+        fast.ack(again["id"], again["token"], "on time")
+        final = producer.get(task["id"])
+        assert final["status"] == "completed" and final["result"] == "on time"
+
+
+def test_snapshot_is_a_database_a_broker_can_start_from(broker, broker_factory, tmp_path):
+    with Client(broker.addr) as client:
+        ids = [client.submit("echo", i)["id"] for i in range(10)]
+        snap = client.snapshot(str(tmp_path / "snap"))
+        assert snap["applied_index"] >= 10
+        with pytest.raises(BrokerError):
+            client.snapshot(str(tmp_path / "snap"))  # exists
+    restored = broker_factory({"persistence": {"data_dir": str(tmp_path / "snap")}})
+    with Client(restored.addr) as client:
+        assert [client.get(i)["status"] for i in ids] == ["pending"] * 10
+
+
+def test_restart_keeps_everything(broker):
+    with Client(broker.addr, identity={"worker_id": "w"}) as client:
+        done = client.submit("echo", "a")
+        [job] = client.fetch(["default"])
+        client.ack(job["id"], job["token"], "r")
+        waiting = client.submit("echo", "b", delay_secs=3600)
+    broker.restart()
+    with Client(broker.addr) as client:
+        assert client.get(done["id"])["status"] == "completed"
+        assert client.get(waiting["id"])["status"] == "scheduled"
+        assert client.queues()["default"]["completed"] == 1
+
+
+@pytest.mark.parametrize("content, key", [
+    ("broker:\n  prot: 1\n", "broker.prot"),
+    ("broker:\n  port: '6379x'\n", "broker.port"),
+    ("persistence:\n  write_buffer_size: 12XB\n", "persistence.write_buffer_size"),
+    ("raft:\n  enabled: true\n", "raft.node_id"),
+    ("auth:\n  enabled: true\n  api_keys:\n    - key_hash: nothash\n      permissions: [admin]\n",
+     "auth.api_keys[0].key_hash"),
+    ("api:\n  enable_tls: true\n", "api.tls_cert_path"),
+    ("nonsense: {}\n", "nonsense"),
+    ("- a\n- b\n", "top level"),
+])
+def test_bad_config_files_name_the_key_and_exit_2(tmp_path, content, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(content)
+    for flag in ("--config", "--check-config"):
+        proc = subprocess.run([sys.executable, "-m", "broker.cli", flag, str(path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert key in proc.stderr
+
+
+def test_the_guides_config_file_is_valid(tmp_path):
+    guide = """
+broker:
+  host: 0.0.0.0
+  port: 6379
+  max_connections: 1000
+  queue_depth_threshold: 100000
+persistence:
+  data_dir: /var/lib/task-queue
+  wal_sync_interval_ms: 100
+  completed_task_retention_days: 7
+  write_buffer_size: 128MB
+  max_write_buffer_number: 4
+raft:
+  enabled: false  # Single node
+api:
+  rest_port: 8080
+  grpc_port: 9090
+  enable_tls: false
+auth:
+  enabled: false  # Enable for production
+monitoring:
+  prometheus_port: 9091
+  log_level: info
+worker:
+  concurrency: 4
+  heartbeat_interval_secs: 15
+  lease_timeout_secs: 30
+"""
+    path = tmp_path / "config.yaml"
+    path.write_text(guide)
+    proc = subprocess.run([sys.executable, "-m", "broker.cli", "--check-config", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
