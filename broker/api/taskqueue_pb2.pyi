@@ -1,0 +1,342 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Task(_message.Message):
+    __slots__ = ("id", "type", "queue", "payload_json", "priority", "max_retries", "run_at", "timeout_secs", "retry_backoff_secs", "idempotency_key", "status", "attempts", "result_json", "error", "backtrace", "worker", "created_at", "updated_at", "started_at", "finished_at", "lease_expires_at", "duplicate")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    RUN_AT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACKOFF_SECS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    BACKTRACE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    queue: str
+    payload_json: str
+    priority: int
+    max_retries: int
+    run_at: float
+    timeout_secs: float
+    retry_backoff_secs: float
+    idempotency_key: str
+    status: str
+    attempts: int
+    result_json: str
+    error: str
+    backtrace: str
+    worker: str
+    created_at: float
+    updated_at: float
+    started_at: float
+    finished_at: float
+    lease_expires_at: float
+    duplicate: bool
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., payload_json: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., run_at: _Optional[float] = ..., timeout_secs: _Optional[float] = ..., retry_backoff_secs: _Optional[float] = ..., idempotency_key: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ..., backtrace: _Optional[str] = ..., worker: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., lease_expires_at: _Optional[float] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("id", "type", "queue", "payload_json", "priority", "max_retries", "run_at", "delay_secs", "timeout_secs", "retry_backoff_secs", "idempotency_key")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    RUN_AT_FIELD_NUMBER: _ClassVar[int]
+    DELAY_SECS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACKOFF_SECS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    queue: str
+    payload_json: str
+    priority: int
+    max_retries: int
+    run_at: float
+    delay_secs: float
+    timeout_secs: float
+    retry_backoff_secs: float
+    idempotency_key: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., queue: _Optional[str] = ..., payload_json: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., run_at: _Optional[float] = ..., delay_secs: _Optional[float] = ..., timeout_secs: _Optional[float] = ..., retry_backoff_secs: _Optional[float] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class SubmitBulkRequest(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[SubmitRequest]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[SubmitRequest, _Mapping]]] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class SubmitResult(_message.Message):
+    __slots__ = ("task", "error")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    error: Error
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class SubmitBulkResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SubmitResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SubmitResult, _Mapping]]] = ...) -> None: ...
+
+class TaskRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("status", "queue", "type", "limit", "cursor")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    queue: str
+    type: str
+    limit: int
+    cursor: str
+    def __init__(self, status: _Optional[str] = ..., queue: _Optional[str] = ..., type: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ("tasks", "next_cursor")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    next_cursor: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class QueueDepthRequest(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class QueueCounts(_message.Message):
+    __slots__ = ("scheduled", "pending", "running", "completed", "failed", "dead", "cancelled", "paused")
+    SCHEDULED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    scheduled: int
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    dead: int
+    cancelled: int
+    paused: bool
+    def __init__(self, scheduled: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., dead: _Optional[int] = ..., cancelled: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class QueueDepthResponse(_message.Message):
+    __slots__ = ("queues",)
+    class QueuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: QueueCounts
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[QueueCounts, _Mapping]] = ...) -> None: ...
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.MessageMap[str, QueueCounts]
+    def __init__(self, queues: _Optional[_Mapping[str, QueueCounts]] = ...) -> None: ...
+
+class SetQueuePausedRequest(_message.Message):
+    __slots__ = ("queue", "paused")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    paused: bool
+    def __init__(self, queue: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class SetQueuePausedResponse(_message.Message):
+    __slots__ = ("queue", "paused")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    paused: bool
+    def __init__(self, queue: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class WorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Worker(_message.Message):
+    __slots__ = ("worker_id", "hostname", "pid", "queues", "concurrency", "labels", "node", "state", "first_seen", "last_seen", "running")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    hostname: str
+    pid: int
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    concurrency: int
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    node: str
+    state: str
+    first_seen: float
+    last_seen: float
+    running: int
+    def __init__(self, worker_id: _Optional[str] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., queues: _Optional[_Iterable[str]] = ..., concurrency: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., node: _Optional[str] = ..., state: _Optional[str] = ..., first_seen: _Optional[float] = ..., last_seen: _Optional[float] = ..., running: _Optional[int] = ...) -> None: ...
+
+class WorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[Worker]
+    def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("node_id", "uptime_secs", "applied_index", "tasks", "totals", "rates_per_sec", "workers", "rocksdb", "data_dir")
+    class TasksEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class TotalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class RatesPerSecEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class RocksdbEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    RATES_PER_SEC_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    ROCKSDB_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    uptime_secs: float
+    applied_index: int
+    tasks: _containers.ScalarMap[str, int]
+    totals: _containers.ScalarMap[str, int]
+    rates_per_sec: _containers.ScalarMap[str, float]
+    workers: int
+    rocksdb: _containers.ScalarMap[str, int]
+    data_dir: str
+    def __init__(self, node_id: _Optional[str] = ..., uptime_secs: _Optional[float] = ..., applied_index: _Optional[int] = ..., tasks: _Optional[_Mapping[str, int]] = ..., totals: _Optional[_Mapping[str, int]] = ..., rates_per_sec: _Optional[_Mapping[str, float]] = ..., workers: _Optional[int] = ..., rocksdb: _Optional[_Mapping[str, int]] = ..., data_dir: _Optional[str] = ...) -> None: ...
+
+class ClusterStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterNode(_message.Message):
+    __slots__ = ("node_id", "address", "role", "term", "commit_index", "applied_index", "lag", "reachable")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    role: str
+    term: int
+    commit_index: int
+    applied_index: int
+    lag: int
+    reachable: bool
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., lag: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
+
+class ClusterStatusResponse(_message.Message):
+    __slots__ = ("mode", "node_id", "role", "leader", "leader_id", "term", "commit_index", "applied_index", "nodes")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    node_id: str
+    role: str
+    leader: str
+    leader_id: str
+    term: int
+    commit_index: int
+    applied_index: int
+    nodes: _containers.RepeatedCompositeFieldContainer[ClusterNode]
+    def __init__(self, mode: _Optional[str] = ..., node_id: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., leader_id: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[ClusterNode, _Mapping]]] = ...) -> None: ...
+
+class CreateSnapshotRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class CreateSnapshotResponse(_message.Message):
+    __slots__ = ("path", "applied_index")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    applied_index: int
+    def __init__(self, path: _Optional[str] = ..., applied_index: _Optional[int] = ...) -> None: ...
