@@ -1,0 +1,591 @@
+"""Raft log: pysyncobj 0.3.17 behind :class:`broker.log.base.Log` (see docs/clustering.md).
+
+Threads. pysyncobj runs one *tick thread*: it polls the peers' sockets, runs elections,
+advances the commit index and applies committed entries by calling
+:meth:`_Engine.apply_entry`. That call must be fast and must never raise (an exception is
+retried on every tick and wedges the node), so it only runs the state machine, writes the
+entry's WriteBatch to RocksDB and hands results to the asyncio loop with
+``call_soon_threadsafe``. The loop thread never touches the state machine: it reads a
+*view* (counters, paused queues, applied index) that the tick thread republishes after each
+entry, so a ``QUEUES``/``STATS`` never iterates a dict that apply is changing.
+
+Group commit. Proposals queue on the loop; the commit loop turns everything queued (up to
+``persistence.max_batch_commands`` and ~8 MB) into ONE replicated entry and keeps at most
+:data:`MAX_IN_FLIGHT` entries outstanding, so under load thousands of client writes share
+one AppendEntries round trip and one RocksDB write per node.
+
+Leader and followers. The leader appends; a follower hands its entry to pysyncobj, which
+forwards it to the leader. The leader re-stamps forwarded commands with its own clock
+(``command[1]``), so every time in the log comes from a leader. The proposer learns the
+result when *it* applies the committed entry: followers return the real result, computed
+by their own deterministic apply. Nothing is acknowledged before its entry committed: the
+result callback fires only from apply, which runs only up to the commit index.
+Failures map to :class:`NotLeader` (certainly not appended: no leader, or the leader said
+it is not one) or :class:`Unavailable` (outcome unknown: leader changed, timed out).
+
+Snapshots. pysyncobj compacts its journal after ``raft.snapshot_min_entries`` entries by
+calling our serializer on the tick thread: a RocksDB checkpoint plus the Raft metadata,
+tarred into one file that pysyncobj streams to lagging followers in chunks. The receiver's
+deserializer installs it (``store.replace_with`` + ``machine.load``) only if it is ahead of
+the local database; the loop is held while the database is swapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import logging
+import os
+import shutil
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import pickle as _pickle
+
+from broker.config import Config
+from broker.log.base import Log, NotLeader, Unavailable
+from broker.log.raft_engine import HmacAuthenticator, engine_patches, query_status
+from broker.machine import Counters, StateMachine
+from broker.store import Store
+from taskqueue import jsonutil
+
+log = logging.getLogger("tq.log.raft")
+
+MAX_IN_FLIGHT = 4
+MAX_ENTRY_BYTES = 8 << 20
+STATUS_POLL_SECS = 1.0
+ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+# Outcomes of a failed pysyncobj command.
+_NOT_APPENDED = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER, FAIL_REASON.QUEUE_FULL,
+                 FAIL_REASON.REQUEST_DENIED}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MachineView:
+    """What the loop thread sees of the state machine; republished after every entry."""
+
+    def __init__(self, machine: StateMachine):
+        self._machine = machine
+        self.store = machine.store
+        self.hints = machine.hints  # RangeHints: single dict lookups, safe across threads
+        self.publish()
+
+    def publish(self) -> None:
+        m = self._machine
+        c = m.counters
+        self.counters = Counters({"queues": {q: dict(v) for q, v in c.queues.items()},
+                                  "totals": dict(c.totals)})
+        self.paused = set(m.paused)
+        self.applied_index = m.applied_index
+
+    def __getattr__(self, name):
+        return getattr(self._machine, name)
+
+
+class _Engine(SyncObj):
+    """The SyncObj whose one replicated method applies one entry (a batch of commands)."""
+
+    def __init__(self, owner: "RaftLog", self_addr, others, conf):
+        self._owner = owner
+        super().__init__(self_addr, others, conf)
+
+    @replicated
+    def apply_entry(self, blob):
+        return self._owner._apply(self.raftLastApplied + 1, blob)
+
+    def _applyCommand(self, command, callback, commandType=None):
+        # A tuple callback is a command forwarded by a follower: stamp it with our clock.
+        if isinstance(callback, tuple) and commandType is None and self._isLeader():
+            command = self._owner._restamp(command)
+        super()._applyCommand(command, callback, commandType)
+
+
+class RaftLog(Log):
+    def __init__(self, config: Config, machine: StateMachine, store: Store):
+        super().__init__(machine)
+        self._machine = machine
+        self.view = MachineView(machine)
+        self.machine = self.view  # what Service reads, from the loop thread
+        self.store = store
+        self.config = config
+        raft = config.raft
+        self.node_id = raft.node_id
+        self.address = config.advertise_address
+        adv_host = self.address.rpartition(":")[0]
+        raft_port = raft.port or config.broker.port + 1
+        self.raft_address = f"{adv_host}:{raft_port}"
+        bind_host = config.broker.host or "0.0.0.0"
+        self.bind_address = f"{bind_host}:{raft_port}"
+        peers = list(raft.peers)
+        if raft.peer_raft_ports:
+            peer_raft = list(raft.peer_raft_ports)
+        else:
+            peer_raft = []
+            for peer in peers:
+                host, _, port = peer.rpartition(":")
+                peer_raft.append(f"{host}:{int(port) + 1}")
+        # raft address -> client (broker protocol) address
+        self.client_address = dict(zip(peer_raft, peers))
+        self.client_address[self.raft_address] = self.address
+        self.peer_raft = peer_raft
+        self.sync_interval_ms = config.persistence.wal_sync_interval_ms
+        self.max_batch = config.persistence.max_batch_commands
+        self.forward_timeout = raft.forward_timeout_secs
+        self.election_timeout = raft.election_timeout_ms / 1000.0
+        data_dir = Path(config.persistence.data_dir)
+        self.raft_dir = data_dir.with_name(data_dir.name + ".raft")
+        self.auth = HmacAuthenticator(raft.secret)
+        self.engine: _Engine | None = None
+        self.journals: list = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[tuple[list, asyncio.Future]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        self._wal_dirty = False
+        self._last_wal_sync = time.monotonic()
+        self._peer_status: dict[str, dict] = {}
+        self._status_thread: threading.Thread | None = None
+        self._halt = threading.Event()
+        self.snapshots_installed = 0
+        self.snapshots_taken = 0
+        self.apply_errors = 0
+
+    # ---------------------------------------------------------------------- lifecycle
+
+    def _conf(self) -> SyncObjConf:
+        et = self.election_timeout
+        period = min(0.1, et / 4)
+        return SyncObjConf(
+            password="(see HmacAuthenticator)",
+            autoTick=True,
+            appendEntriesUseBatch=False,  # send as soon as an entry is appended (latency)
+            appendEntriesPeriod=period,
+            raftMinTimeout=et,
+            raftMaxTimeout=et * 1.6,
+            leaderFallbackTimeout=max(et, period * 3),
+            connectionTimeout=max(3.5, et * 2),
+            connectionRetryTime=0.5,
+            appendEntriesBatchSizeBytes=64 << 20,  # our entries are never chunked
+            sendBufferSize=1 << 20,
+            recvBufferSize=1 << 20,
+            commandsQueueSize=100_000,
+            commandsWaitLeader=True,
+            logCompactionMinEntries=self.config.raft.snapshot_min_entries,
+            logCompactionMinTime=10 ** 9,  # by entry count only
+            journalFile=str(self.raft_dir / "journal"),
+            fullDumpFile=str(self.raft_dir / "snapshot.tar"),
+            serializer=self._serialize,
+            deserializer=self._deserialize,
+            bindAddress=self.bind_address,
+            dynamicMembershipChange=False,
+            useFork=False,
+        )
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.raft_dir.mkdir(parents=True, exist_ok=True)
+        conf = self._conf()
+
+        def build():
+            with engine_patches(self.sync_interval_ms, self.auth, self.journals):
+                return _Engine(self, self.raft_address, self.peer_raft, conf)
+
+        self.engine = await self._loop.run_in_executor(None, build)
+        self.engine._SyncObj__transport.setOnUtilityMessageCallback("tqstatus",
+                                                                    self._utility_status)
+        self.engine.addOnTickCallback(self._on_tick)
+        self._tasks.append(asyncio.create_task(self._commit_loop(), name="tq-raft-commit"))
+        self._status_thread = threading.Thread(target=self._poll_peers, daemon=True,
+                                               name="tq-raft-status")
+        self._status_thread.start()
+        log.info("raft node %s: raft %s (bind %s), peers %s, journal in %s", self.node_id,
+                 self.raft_address, self.bind_address, ", ".join(self.peer_raft),
+                 self.raft_dir)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        for _ in range(100):
+            if not self._queue:
+                break
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail(self._queue, Unavailable("broker shutting down"))
+        self._queue.clear()
+        self._halt.set()
+        if self.engine is not None:
+            await self._loop.run_in_executor(None, self.engine.destroy_synchronous)
+        try:
+            self.store.sync_wal()
+        except Exception:
+            log.exception("final WAL sync failed")
+
+    # -------------------------------------------------------------------- proposing
+
+    async def propose(self, command: list):
+        if self._stopping:
+            raise Unavailable("broker shutting down")
+        future = self._loop.create_future()
+        self._queue.append((command, future))
+        self._wakeup.set()
+        return await future
+
+    async def _wait_for_leader(self) -> bool:
+        deadline = time.monotonic() + max(2.0, 3 * self.election_timeout)
+        while self.engine._getLeader() is None:
+            if time.monotonic() > deadline or self._stopping:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                if not await self._wait_for_leader():
+                    queued, self._queue = self._queue, []
+                    self._fail(queued, NotLeader(None))
+                    continue
+                await self._slots.acquire()
+                taken = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                if not taken:
+                    self._slots.release()
+                    continue
+                blob = jsonutil.dumps([command for command, _ in taken])
+                while len(blob) > MAX_ENTRY_BYTES and len(taken) > 1:
+                    half = len(taken) // 2
+                    self._queue[:0] = taken[half:]
+                    taken = taken[:half]
+                    blob = jsonutil.dumps([command for command, _ in taken])
+                self._send(taken, blob)
+
+    def _send(self, taken: list, blob: bytes) -> None:
+        loop = self._loop
+        state = {"done": False}
+
+        def settle(results, error):  # loop thread, exactly once
+            if state["done"]:
+                return
+            state["done"] = True
+            timer.cancel()
+            self._slots.release()
+            self._settle(taken, results, error)
+
+        def callback(results, error):  # tick thread
+            try:
+                loop.call_soon_threadsafe(settle, results, error)
+            except RuntimeError:  # loop closed
+                pass
+
+        timer = loop.call_later(self.forward_timeout, settle, None, "timeout")
+        try:
+            self.engine.apply_entry(blob, callback=callback)
+        except Exception as exc:  # never expected; fail this batch only
+            log.exception("proposing to pysyncobj failed")
+            settle(None, exc)
+
+    def _settle(self, taken: list, results, error) -> None:
+        if error == FAIL_REASON.SUCCESS and isinstance(results, list) \
+                and len(results) == len(taken):
+            for (_, future), result in zip(taken, results):
+                if not future.done():
+                    future.set_result(result)
+            return
+        if error == FAIL_REASON.SUCCESS:
+            exc = Unavailable("committed, but this node applied it from a snapshot; "
+                              "result unknown (retry: retries are idempotent)")
+        elif error in _NOT_APPENDED:
+            exc = NotLeader(self.leader_address())
+        elif error == "timeout":
+            exc = Unavailable(f"not committed within {self.forward_timeout:g}s "
+                              "(raft.forward_timeout_secs); outcome unknown")
+        elif isinstance(error, BaseException):
+            exc = Unavailable(f"{type(error).__name__}: {error}")
+        else:
+            exc = Unavailable(f"leader changed (raft code {error}); outcome unknown")
+        self._fail(taken, exc)
+
+    @staticmethod
+    def _fail(taken: list, exc: Exception) -> None:
+        for _, future in taken:
+            if not future.done():
+                future.set_exception(exc)
+
+    def _restamp(self, command: bytes) -> bytes:
+        """Leader, tick thread: give a forwarded entry's commands the leader's clock."""
+        try:
+            if command[:1] != b"\x00":
+                return command
+            call = _pickle.loads(command[1:])
+            func_id, args = call[0], call[1]
+            commands = jsonutil.loads(args[0])
+            now = now_ms()
+            for cmd in commands:
+                cmd[1] = now
+            return command[:1] + _pickle.dumps((func_id, (jsonutil.dumps(commands),)))
+        except Exception:
+            log.exception("could not re-stamp a forwarded entry; appending it as it came")
+            return command
+
+    # --------------------------------------------------------------- tick thread: apply
+
+    def _apply(self, index: int, blob: bytes):
+        """Apply one committed entry. Tick thread. Never raises."""
+        machine = self._machine
+        if index <= machine.applied_index:
+            return []  # replay after restart or snapshot install: already in RocksDB
+        try:
+            commands = jsonutil.loads(blob)
+        except Exception:
+            log.critical("undecodable entry %d skipped", index)
+            self.apply_errors += 1
+            return []
+        try:
+            results, batch = machine.apply_entry(index, commands)
+        except Exception:
+            # apply_entry contains per-command errors itself; reaching here is a bug.
+            log.critical("apply of entry %d failed; exiting (restart replays the log)", index,
+                         exc_info=True)
+            os._exit(70)
+        try:
+            if batch is not None:
+                self.store.write(batch, self.sync_interval_ms == 0)
+                if self.sync_interval_ms:
+                    self._wal_dirty = True
+                    self._sync_if_due()
+        except Exception:
+            # Memory is ahead of the disk: continuing could acknowledge what is not stored.
+            log.critical("RocksDB write of entry %d failed; exiting", index, exc_info=True)
+            os._exit(70)
+        self.view.publish()
+        woken = machine.woken
+        if woken:
+            try:
+                self._loop.call_soon_threadsafe(self._notify, woken)
+            except RuntimeError:
+                pass
+        return results
+
+    def _notify(self, woken) -> None:
+        try:
+            self.on_applied(woken)
+        except Exception:
+            log.exception("on_applied failed")
+
+    def _sync_if_due(self) -> None:
+        if self._wal_dirty and (time.monotonic() - self._last_wal_sync
+                                >= self.sync_interval_ms / 1000.0):
+            self._wal_dirty = False
+            self._last_wal_sync = time.monotonic()
+            self.store.sync_wal()
+
+    def _on_tick(self) -> None:
+        try:
+            if self.sync_interval_ms:
+                self._sync_if_due()
+                for journal in self.journals:
+                    journal.sync_if_due()
+        except Exception:
+            log.exception("periodic sync failed")
+
+    # ------------------------------------------------------------ tick thread: snapshots
+
+    def _serialize(self, filename: str, raft_data) -> None:
+        """pysyncobj's serializer: RocksDB checkpoint + Raft metadata, one tar file."""
+        started = time.monotonic()
+        last_entry, prev_entry, cluster = raft_data
+        work = self.raft_dir / "checkpoint.tmp"
+        shutil.rmtree(work, ignore_errors=True)
+        self.store.checkpoint(work)
+        meta = {
+            "applied_index": self._machine.applied_index,
+            "entries": [[base64.b64encode(e[0]).decode(), e[1], e[2]]
+                        for e in (last_entry, prev_entry)],
+            "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
+            "node_id": self.node_id,
+        }
+        try:
+            with tarfile.open(filename, "w") as tar:
+                raw = json.dumps(meta).encode()
+                info = tarfile.TarInfo("raft.json")
+                info.size = len(raw)
+                tar.addfile(info, io.BytesIO(raw))
+                tar.add(str(work), arcname="db")
+            with open(filename, "rb+") as f:
+                os.fsync(f.fileno())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self.snapshots_taken += 1
+        log.info("snapshot at raft index %d (machine index %d) in %.0f ms", last_entry[1],
+                 meta["applied_index"], (time.monotonic() - started) * 1000)
+
+    def _deserialize(self, filename: str):
+        """pysyncobj's deserializer: install the checkpoint if it is ahead of RocksDB."""
+        with tarfile.open(filename, "r") as tar:
+            meta = json.loads(tar.extractfile("raft.json").read())
+            entries = [(base64.b64decode(c), i, t) for c, i, t in meta["entries"]]
+            if meta["applied_index"] > self._machine.applied_index:
+                started = time.monotonic()
+                target = self.raft_dir / "install.tmp"
+                shutil.rmtree(target, ignore_errors=True)
+                members = [m for m in tar.getmembers() if m.name.startswith("db/")
+                           and not m.issym() and not m.islnk() and ".." not in m.name]
+                tar.extractall(target, members=members, filter="data")
+                self._exclusive(lambda: self._install(target / "db"))
+                shutil.rmtree(target, ignore_errors=True)
+                self.snapshots_installed += 1
+                log.info("installed snapshot: machine index %d (raft %d) in %.0f ms",
+                         self._machine.applied_index, entries[0][1],
+                         (time.monotonic() - started) * 1000)
+        return entries[0], entries[1], set(meta["cluster"])
+
+    def _install(self, source: Path) -> None:
+        self.store.replace_with(source)
+        self._machine.load()
+        self.view.publish()
+
+    def _exclusive(self, fn) -> None:
+        """Run ``fn`` (tick thread) while the event loop is parked: no read sees the swap."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            fn()
+            return
+        entered, done = threading.Event(), threading.Event()
+
+        def park():
+            entered.set()
+            done.wait(60)
+
+        try:
+            loop.call_soon_threadsafe(park)
+        except RuntimeError:
+            fn()
+            return
+        entered.wait(5)
+        try:
+            fn()
+        finally:
+            done.set()
+
+    # ------------------------------------------------------------------------ status
+
+    def is_leader(self) -> bool:
+        return self.engine is not None and self.engine._isLeader()
+
+    def leader_address(self) -> str | None:
+        if self.engine is None:
+            return None
+        leader = self.engine._getLeader()
+        if leader is None:
+            return None
+        raft_addr = getattr(leader, "address", str(leader))
+        return self.client_address.get(raft_addr, raft_addr)
+
+    def _self_status(self) -> dict:
+        engine = self.engine
+        leader = engine._getLeader() if engine else None
+        leader_raft = getattr(leader, "address", None) if leader is not None else None
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "raft_address": self.raft_address,
+            "role": ROLES.get(engine._SyncObj__raftState, "unknown") if engine else "starting",
+            "term": engine.raftCurrentTerm if engine else 0,
+            "commit_index": engine.raftCommitIndex if engine else 0,
+            "raft_applied_index": engine.raftLastApplied if engine else 0,
+            "applied_index": self.view.applied_index,
+            "leader": self.client_address.get(leader_raft, leader_raft) if leader_raft else None,
+            "snapshots_taken": self.snapshots_taken,
+            "snapshots_installed": self.snapshots_installed,
+            "time": time.time(),
+        }
+
+    def _utility_status(self, args, callback) -> None:  # tick thread
+        try:
+            callback(self._self_status(), None)
+        except Exception as exc:
+            callback(None, str(exc))
+
+    def _poll_peers(self) -> None:
+        while not self._halt.wait(STATUS_POLL_SECS):
+            for raft_addr in self.peer_raft:
+                try:
+                    reply = query_status(raft_addr, self.auth)
+                    if isinstance(reply, dict):
+                        reply["reachable"] = True
+                        reply["checked_at"] = time.time()
+                        self._peer_status[raft_addr] = reply
+                        continue
+                except Exception:
+                    pass
+                old = self._peer_status.get(raft_addr, {})
+                self._peer_status[raft_addr] = dict(old, reachable=False,
+                                                    checked_at=time.time())
+
+    def status(self) -> dict:
+        me = self._self_status()
+        nodes = [dict(me, reachable=True)]
+        for raft_addr in self.peer_raft:
+            peer = dict(self._peer_status.get(raft_addr, {}))
+            peer.setdefault("node_id", None)
+            peer.setdefault("role", "unknown")
+            peer.setdefault("term", None)
+            peer.setdefault("commit_index", None)
+            peer.setdefault("applied_index", None)
+            peer.setdefault("reachable", False)
+            peer["address"] = self.client_address.get(raft_addr, raft_addr)
+            peer["raft_address"] = raft_addr
+            if not peer["reachable"]:
+                peer["role"] = "unreachable"
+            nodes.append(peer)
+        commit = max([n["commit_index"] or 0 for n in nodes if n.get("reachable")] or [0])
+        for node in nodes:
+            applied = node.get("applied_index")
+            raft_applied = node.get("raft_applied_index")
+            node["lag"] = None if raft_applied is None else max(0, commit - raft_applied)
+            node.pop("time", None)
+            node["applied_index"] = applied
+        leader_id = next((n["node_id"] for n in nodes
+                          if n.get("reachable") and n.get("role") == "leader"
+                          and n.get("address") == me["leader"]), None)
+        return {"mode": "raft", "node_id": self.node_id, "role": me["role"],
+                "leader": me["leader"], "leader_id": leader_id, "term": me["term"],
+                "commit_index": me["commit_index"], "applied_index": me["applied_index"],
+                "nodes": nodes}
+
+    async def snapshot(self, path: str) -> int:
+        loop = self._loop
+        await loop.run_in_executor(None, self.store.checkpoint, path)
+
+        def read_index():
+            import rocksdict
+            from broker import keys
+            db = rocksdict.Rdict(path, rocksdict.Options(raw_mode=True),
+                                 access_type=rocksdict.AccessType.read_only())
+            try:
+                raw = db.get(keys.META_APPLIED)
+            finally:
+                db.close()
+            return 0 if raw is None else int(raw)
+
+        try:
+            return await loop.run_in_executor(None, read_index)
+        except Exception:
+            return self.view.applied_index
