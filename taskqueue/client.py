@@ -483,7 +483,13 @@ class _ReplyProtocol(asyncio.Protocol):
                 if not waiter.done():  # a caller that was cancelled still owns its slot
                     waiter.set_result(reply)
         except (ProtocolError, ValueError) as exc:
-            self._fail(ConnectionLost(f"unreadable reply from the broker: {exc}"))
+            self.abort(ConnectionLost(f"unreadable reply from the broker: {exc}"))
+
+    def abort(self, error: ConnectionLost) -> None:
+        """Drop the connection now. Marked closed at once: the transport's own
+        connection_lost comes a loop iteration later, and no request may slip in between."""
+        self._fail(error)
+        if self.transport is not None:
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -498,6 +504,9 @@ class _ReplyProtocol(asyncio.Protocol):
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
+                # Mark it retrieved: a caller that timed out or was cancelled no longer
+                # awaits it, and asyncio would log "exception was never retrieved".
+                waiter.exception()
         self._can_write.set()
         self._on_lost(self)
 
@@ -610,7 +619,7 @@ class AsyncClient(_Endpoint, _Commands):
     def abort(self) -> None:
         """Drop the connection at once (tests use it to simulate a network failure)."""
         if self._conn is not None:
-            self._conn.transport.abort()
+            self._conn.abort(ConnectionLost("connection aborted by the client"))
 
     async def _send(self, conn: _ReplyProtocol, command: str, arg: Any) -> Any:
         await conn.wait_writable()
@@ -623,8 +632,9 @@ class AsyncClient(_Endpoint, _Commands):
                 reply = await asyncio.wait_for(asyncio.shield(waiter), deadline)
             except asyncio.TimeoutError:
                 # A reply that never comes would stall every later one on this connection.
-                conn.transport.abort()
-                raise ConnectionLost(f"{command}: no reply within {deadline:.1f}s") from None
+                error = ConnectionLost(f"{command}: no reply within {deadline:.1f}s")
+                conn.abort(error)
+                raise error from None
         return _decode(reply)
 
     async def _call(self, command: str, arg: Any = _NO_ARG,
