@@ -9,11 +9,14 @@ prefix     key                                                         value
 ``R``      queue, NUL, (9 - priority) as 1 byte, seq (8 bytes)         task id
 ``S``      run-at ms (8 bytes), seq (8 bytes)                          task id
 ``L``      lease deadline ms (8 bytes), task id                        fencing token
-``X``      status, NUL, changed-at ms (8 bytes), seq (8 bytes)         task id
+``X``      finished status, NUL, changed-at ms (8 bytes), seq (8 bytes) task id
 ``I``      idempotency key                                             task id
 ``W``      worker id                                                   worker record (JSON)
 ``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``)  JSON
 =========  ==========================================================  =================
+
+Each task is in exactly one of the R, S, L, X indexes, chosen by its status: pending in R,
+scheduled and failed (waiting for a retry) in S, running in L, completed/dead/cancelled in X.
 
 Integers are fixed-width big-endian so that byte order is numeric order: the ready index
 iterates highest priority first, then FIFO by the sequence number the state machine assigns;

@@ -56,9 +56,16 @@ class Rejected:
             other.code, other.message)
 
 
+# The machine's own fields in a task record; clients never see them.
+INTERNAL_FIELDS = ("_seq", "_changed_ms", "_run_ms", "_lease_ms", "_token")
+
+
 def public(task: dict) -> dict:
     """The task object clients see: the record without the machine's ``_`` fields."""
-    return {k: v for k, v in task.items() if k[0] != "_"}
+    out = task.copy()  # a C-level copy plus five pops beats a comprehension over ~25 keys
+    for name in INTERNAL_FIELDS:
+        out.pop(name, None)
+    return out
 
 
 def _secs(ms: int | None) -> float | None:
@@ -202,29 +209,36 @@ class StateMachine:
         return None if raw is None else jsonutil.loads(raw)
 
     def _unindex(self, task: dict) -> None:
-        """Remove the task from the index its current status lives in."""
+        """Remove the task from the index its current status lives in.
+
+        Each status has exactly one index: pending -> ready (R), scheduled and failed ->
+        schedule (S), running -> lease (L), finished -> status (X, for listing and purge).
+        One index per status keeps a transition at two key writes besides the record.
+        """
         status = task["status"]
         ov = self._overlay
         if status == PENDING:
             ov.delete(keys.ready(task["queue"], task["priority"], task["_seq"]))
-        elif status in (SCHEDULED, FAILED):
-            ov.delete(keys.schedule(task["_run_ms"], task["_seq"]))
         elif status == RUNNING:
             ov.delete(keys.lease(task["_lease_ms"], task["id"]))
-        ov.delete(keys.status(status, task["_changed_ms"], task["_seq"]))
+        elif status in (SCHEDULED, FAILED):
+            ov.delete(keys.schedule(task["_run_ms"], task["_seq"]))
+        else:
+            ov.delete(keys.status(status, task["_changed_ms"], task["_seq"]))
 
     def _index(self, task: dict) -> None:
         status = task["status"]
         ov = self._overlay
-        tid = task["id"].encode()
         if status == PENDING:
-            ov.put(keys.ready(task["queue"], task["priority"], task["_seq"]), tid)
+            ov.put(keys.ready(task["queue"], task["priority"], task["_seq"]),
+                   task["id"].encode())
             self.woken.add(task["queue"])
-        elif status in (SCHEDULED, FAILED):
-            ov.put(keys.schedule(task["_run_ms"], task["_seq"]), tid)
         elif status == RUNNING:
             ov.put(keys.lease(task["_lease_ms"], task["id"]), str(task["_token"]).encode())
-        ov.put(keys.status(status, task["_changed_ms"], task["_seq"]), tid)
+        elif status in (SCHEDULED, FAILED):
+            ov.put(keys.schedule(task["_run_ms"], task["_seq"]), task["id"].encode())
+        else:
+            ov.put(keys.status(status, task["_changed_ms"], task["_seq"]), task["id"].encode())
 
     def _transition(self, task: dict, new_status: str, now: int, *, fresh: bool = False):
         """Move ``task`` to ``new_status``: indexes, counters, timestamps, record."""

@@ -124,22 +124,14 @@ class Service:
             result = await self._propose(["submit", now, specs[0], self._depth_limit])
             self._rates.add("submitted")
             return result
-        results = await asyncio.gather(
-            *(self.log.propose(["submit", now, spec, self._depth_limit]) for spec in specs),
-            return_exceptions=True)
-        out = []
-        for result in results:
-            if isinstance(result, Rejected):
-                out.append({"error": {"code": result.code, "message": result.message}})
-            elif isinstance(result, NotLeader):
-                out.append({"error": {"code": errors.NOTLEADER,
-                                      "message": f"leader={result.leader or ''}"}})
-            elif isinstance(result, BaseException):
-                out.append({"error": {"code": errors.UNAVAILABLE, "message": str(result)}})
-            else:
-                out.append(result)
+        results = await self.log.propose_many(
+            [["submit", now, spec, self._depth_limit] for spec in specs])
         self._rates.add("submitted", len(specs))
-        return out
+        # Bulk replies carry only what a producer needs back: one small object per task.
+        return [_bulk_entry(r, {"id": r["id"], "status": r["status"],
+                                "duplicate": r.get("duplicate", False)}
+                            if isinstance(r, dict) else None)
+                for r in results]
 
     # ------------------------------------------------------------------- workers
 
@@ -264,12 +256,8 @@ class Service:
         cursor = args.get("cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise ServiceError(errors.BADREQ, "cursor: expected the next_cursor of a page")
-        if status:
-            lower = keys.status_prefix(status)
-            by_index = True
-        else:
-            lower = keys.TASK
-            by_index = False
+        lower = self._listing_range(status, queue)
+        by_index = lower[:1] != keys.TASK
         upper = keys.prefix_end(lower)
         start = lower
         if cursor:
@@ -283,11 +271,15 @@ class Service:
         for key, value in self.store.scan(start, upper, LIST_SCAN_BUDGET):
             scanned += 1
             last_key = key
-            task = self.store.get_json(keys.task(value.decode())) if by_index \
-                else jsonutil.loads(value)
+            if not by_index:
+                task = jsonutil.loads(value)
+            else:  # index entries hold the task id; lease entries carry it in the key
+                task_id = key[9:] if lower == keys.LEASE else value
+                task = self.store.get_json(keys.TASK + task_id)
             if task is None:
                 continue
-            if (queue and task["queue"] != queue) or (task_type and task["type"] != task_type):
+            if ((queue and task["queue"] != queue) or (task_type and task["type"] != task_type)
+                    or (status and task["status"] != status)):
                 continue
             tasks.append(public(task))
             if len(tasks) >= limit:
@@ -295,6 +287,19 @@ class Service:
         more = last_key is not None and (len(tasks) >= limit or scanned >= LIST_SCAN_BUDGET)
         next_cursor = (last_key + b"\x00").hex() if more else None
         return {"tasks": tasks, "next_cursor": next_cursor}
+
+    @staticmethod
+    def _listing_range(status: str | None, queue: str | None) -> bytes:
+        """The key prefix whose entries list tasks of ``status`` (see broker/keys.py)."""
+        if status == "pending":
+            return keys.ready_prefix(queue) if queue else keys.READY
+        if status == "running":
+            return keys.LEASE
+        if status in ("scheduled", "failed"):
+            return keys.SCHEDULE  # shared by both: filtered by status while scanning
+        if status:
+            return keys.status_prefix(status)
+        return keys.TASK
 
     async def cancel(self, principal: Principal, task_id: str):
         self._require(principal, CANCEL)
@@ -392,6 +397,17 @@ class Service:
             "log": self.log.status(),
             "is_leader": self.log.is_leader(),
         }
+
+
+def _bulk_entry(result, success):
+    """One entry of a bulk reply: ``success`` or ``{"error": {"code", "message"}}``."""
+    if isinstance(result, Rejected):
+        return {"error": {"code": result.code, "message": result.message}}
+    if isinstance(result, NotLeader):
+        return {"error": {"code": errors.NOTLEADER, "message": f"leader={result.leader or ''}"}}
+    if isinstance(result, BaseException):
+        return {"error": {"code": errors.UNAVAILABLE, "message": str(result)}}
+    return success
 
 
 class RateTracker:

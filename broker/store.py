@@ -154,7 +154,7 @@ class Overlay:
     must not hand out a task that an earlier claim in the same entry already took.
     """
 
-    __slots__ = ("store", "puts", "deleted", "_sorted", "hints", "_undo")
+    __slots__ = ("store", "puts", "deleted", "_sorted", "hints", "_undo", "_cursors")
 
     def __init__(self, store: Store, hints: "RangeHints"):
         self.store = store
@@ -162,6 +162,7 @@ class Overlay:
         self.deleted: set[bytes] = set()
         self._sorted: list[bytes] = []  # keys put in this entry, sorted, for range lookups
         self.hints = hints
+        self._cursors: dict[tuple[bytes, bytes], object] = {}  # (lower, upper) -> iterator
         # (key, previous put value or None, was deleted) per change, for rollback
         self._undo: list[tuple[bytes, bytes | None, bool]] = []
 
@@ -195,11 +196,12 @@ class Overlay:
     def put(self, key: bytes, value: bytes) -> None:
         previous = self.puts.get(key)
         self._undo.append((key, previous, key in self.deleted))
-        if previous is None and key[:1] in _RANGE_PREFIXES:
-            bisect.insort(self._sorted, key)
+        if key[:1] in _RANGE_PREFIXES:
+            if previous is None:
+                bisect.insort(self._sorted, key)
+            self.hints.note_insert(key)
         self.puts[key] = value
         self.deleted.discard(key)
-        self.hints.note_insert(key)
 
     def delete(self, key: bytes) -> None:
         self._undo.append((key, self.puts.get(key), key in self.deleted))
@@ -207,16 +209,31 @@ class Overlay:
         self.deleted.add(key)
 
     def first(self, lower: bytes, upper: bytes) -> bytes | None:
-        """The smallest live key in ``[lower, upper)``."""
-        start = self.hints.start(lower)
+        """The smallest live key in ``[lower, upper)``.
+
+        The database does not change while an entry is applied (its writes wait in this
+        overlay), so one RocksDB iterator per range serves every lookup of the entry: it
+        only ever moves forward past keys the entry deleted.
+        """
+        cursor = self._cursors.get((lower, upper))
+        if cursor is None:
+            options = rocksdict.ReadOptions()
+            options.set_iterate_upper_bound(upper)
+            cursor = self.store.db.iter(options)
+            cursor.seek(self.hints.start(lower))
+            self._cursors[(lower, upper)] = cursor
         candidate = None
-        for key, _ in self.store.scan(start, upper):
-            if key not in self.deleted:
+        deleted = self.deleted
+        while cursor.valid():
+            key = cursor.key()
+            if key not in deleted:
                 candidate = key
                 break
-        i = bisect.bisect_left(self._sorted, lower)
-        while i < len(self._sorted):
-            key = self._sorted[i]
+            cursor.next()
+        ordered = self._sorted
+        i = bisect.bisect_left(ordered, lower)
+        while i < len(ordered):
+            key = ordered[i]
             if key >= upper or (candidate is not None and key >= candidate):
                 break
             if key in self.puts:
@@ -275,8 +292,7 @@ class RangeHints:
             self._hints[rng] = upper
 
     def note_insert(self, key: bytes) -> None:
-        if key[:1] not in (keys.READY, keys.SCHEDULE, keys.LEASE):
-            return
+        """A key of a range index (ready, schedule, lease) was inserted."""
         rng = self._range_of(key)
         hint = self._hints.get(rng)
         if hint is not None and key < hint:

@@ -13,6 +13,7 @@ Swapping the consensus engine means writing another subclass; nothing else chang
 from __future__ import annotations
 
 import abc
+import asyncio
 from typing import Callable, Iterable
 
 from broker.machine import StateMachine
@@ -54,6 +55,16 @@ class Log(abc.ABC):
 
         Raises NotLeader or Unavailable when it could not be committed here.
         """
+
+    async def propose_many(self, commands: list[list]) -> list:
+        """Commit several commands; return their results in order.
+
+        A command that could not be committed has its NotLeader/Unavailable exception in
+        its place instead of a result. Implementations override this to avoid one future
+        per command on bulk operations.
+        """
+        return await asyncio.gather(*(self.propose(c) for c in commands),
+                                    return_exceptions=True)
 
     @abc.abstractmethod
     def is_leader(self) -> bool: ...

@@ -36,7 +36,9 @@ class LocalLog(Log):
         self.address = address
         self.sync_interval_ms = sync_interval_ms
         self.max_batch = max_batch
-        self._queue: list[tuple[list, asyncio.Future]] = []
+        # (command, sink, slot): sink is the proposer's Future (slot None) or a _Gather
+        # collecting the results of a propose_many (slot = position in it).
+        self._queue: list[tuple[list, object, int | None]] = []
         self._wakeup = asyncio.Event()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="tq-fsync")
         self._tasks: list[asyncio.Task] = []
@@ -59,9 +61,8 @@ class LocalLog(Log):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for _, future in self._queue:
-            if not future.done():
-                future.set_exception(Unavailable("broker shutting down"))
+        for _, sink, slot in self._queue:
+            _deliver(sink, slot, Unavailable("broker shutting down"), failed=True)
         self._queue.clear()
         if self._unsynced:
             self.store.sync_wal()
@@ -71,9 +72,17 @@ class LocalLog(Log):
         if self._stopping:
             raise Unavailable("broker shutting down")
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((command, future))
+        self._queue.append((command, future, None))
         self._wakeup.set()
         return await future
+
+    async def propose_many(self, commands: list[list]) -> list:
+        if self._stopping:
+            return [Unavailable("broker shutting down")] * len(commands)
+        gather = _Gather(len(commands), asyncio.get_running_loop().create_future())
+        self._queue.extend((command, gather, i) for i, command in enumerate(commands))
+        self._wakeup.set()
+        return await gather.future
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,7 +93,7 @@ class LocalLog(Log):
                 taken = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 results, batch = self.machine.apply_entry(
-                    self.machine.applied_index + 1, [command for command, _ in taken])
+                    self.machine.applied_index + 1, [item[0] for item in taken])
                 try:
                     if self.sync_interval_ms == 0:
                         # fsync off the loop: new proposals keep queueing meanwhile and
@@ -100,9 +109,8 @@ class LocalLog(Log):
                     loop.stop()
                     raise
                 self.on_applied(self.machine.woken)
-                for (_, future), result in zip(taken, results):
-                    if not future.done():
-                        future.set_result(result)
+                for (_, sink, slot), result in zip(taken, results):
+                    _deliver(sink, slot, result)
 
     async def _sync_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,3 +140,28 @@ class LocalLog(Log):
         index = self.machine.applied_index
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.checkpoint, path)
         return index
+
+
+class _Gather:
+    """Collects the results of one propose_many; resolves when the last one arrives."""
+
+    __slots__ = ("results", "remaining", "future")
+
+    def __init__(self, count: int, future: asyncio.Future):
+        self.results: list = [None] * count
+        self.remaining = count
+        self.future = future
+
+
+def _deliver(sink, slot, result, failed: bool = False) -> None:
+    if slot is None:
+        if not sink.done():
+            if failed:
+                sink.set_exception(result)
+            else:
+                sink.set_result(result)
+        return
+    sink.results[slot] = result
+    sink.remaining -= 1
+    if sink.remaining == 0 and not sink.future.done():
+        sink.future.set_result(sink.results)

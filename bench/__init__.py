@@ -1,0 +1,1 @@
+"""Benchmarks (a tool, not tests): ``python -m bench --help``."""

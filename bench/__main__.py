@@ -1,0 +1,99 @@
+"""``python -m bench``: single-node figures for the task queue.
+
+Prints submit throughput (single and bulk), drain throughput with worker processes on no-op
+tasks, and round-trip latency p50/p99 (submit, then wait for completion). Starts its own
+broker (``wal_sync_interval_ms`` 100 by default) unless ``--broker-addr`` names a running one.
+``--backlog N`` also loads N pending tasks and reports the broker's RSS and restart time.
+``--json`` prints one JSON object instead of the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from bench import figures
+from bench.procs import LocalBroker, wait_for_ping
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--broker-addr", help="use this running broker instead of starting one")
+    p.add_argument("-n", "--tasks", type=int, default=20000, help="tasks per figure")
+    p.add_argument("--single-tasks", type=int, default=5000)
+    p.add_argument("--latency-samples", type=int, default=500)
+    p.add_argument("--workers", type=int, default=2, help="worker processes for the drain")
+    p.add_argument("--concurrency", type=int, default=64, help="per worker process")
+    p.add_argument("--wal-sync-interval-ms", type=int, default=100)
+    p.add_argument("--backlog", type=int, default=0,
+                   help="also measure RSS and restart time with this many pending tasks")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    broker = None
+    out: dict = {"wal_sync_interval_ms": args.wal_sync_interval_ms, "cpus": os.cpu_count()}
+    if args.broker_addr:
+        addr = args.broker_addr
+    else:
+        broker = LocalBroker(args.wal_sync_interval_ms)
+        broker.start()
+        addr = broker.addr
+    try:
+        out["submit_single_per_sec"] = round(figures.submit_single(addr, args.single_tasks))
+        out["submit_bulk_per_sec"] = round(figures.submit_bulk(addr, args.tasks))
+        out["drain_per_sec"] = round(figures.drain(addr, args.tasks, args.workers,
+                                                   args.concurrency))
+        out["round_trip"] = figures.round_trip(addr, args.latency_samples, 4)
+        if broker is not None:
+            out["broker_rss_mb"] = round(broker.rss_mb(), 1)
+        if args.backlog and broker is not None:
+            out.update(backlog(broker, args.backlog))
+    finally:
+        if broker is not None:
+            broker.stop()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print_table(out)
+    return 0
+
+
+def backlog(broker: LocalBroker, n: int) -> dict:
+    """Load ``n`` pending tasks; report RSS before and after a restart, and restart time."""
+    start = time.perf_counter()
+    figures.submit_bulk(broker.addr, n, queue="backlog")
+    load_secs = time.perf_counter() - start
+    rss_loaded = broker.rss_mb()
+    broker.stop()
+    restart_secs = broker.start()
+    from taskqueue.client import Client
+
+    with Client(broker.addr, identity={"worker_id": "bench-probe"}) as client:
+        t0 = time.perf_counter()
+        jobs = client.fetch(["backlog"], count=1, timeout_ms=5000)
+        first_fetch_ms = (time.perf_counter() - t0) * 1000
+        assert jobs, "no task fetched after restart"
+        depth = client.queues()["backlog"]["pending"]
+    return {"backlog_tasks": n, "backlog_load_secs": round(load_secs, 1),
+            "backlog_rss_mb": round(rss_loaded, 1), "backlog_restart_secs": round(restart_secs, 2),
+            "backlog_rss_after_restart_mb": round(broker.rss_mb(), 1),
+            "backlog_first_fetch_ms": round(first_fetch_ms, 2), "backlog_pending": depth}
+
+
+def print_table(out: dict) -> None:
+    rt = out.pop("round_trip")
+    out["round_trip_p50_ms"] = rt["p50_ms"]
+    out["round_trip_p99_ms"] = rt["p99_ms"]
+    width = max(len(k) for k in out)
+    for key, value in out.items():
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The figures: submit throughput (single, bulk), drain throughput, round-trip latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from bench.procs import start_workers, stop_all
+from taskqueue.client import Client
+
+
+def submit_single(addr: str, n: int) -> float:
+    """Tasks/s from one client submitting one task per request, waiting for each reply."""
+    with Client(addr) as client:
+        start = time.perf_counter()
+        for i in range(n):
+            client.submit("noop", i, queue="bench-single")
+        return n / (time.perf_counter() - start)
+
+
+def submit_bulk(addr: str, n: int, batch: int = 1000, queue: str = "bench-bulk") -> float:
+    """Tasks/s from one client submitting ``batch`` tasks per request."""
+    with Client(addr) as client:
+        start = time.perf_counter()
+        for first in range(0, n, batch):
+            tasks = [{"type": "noop", "payload": i, "queue": queue}
+                     for i in range(first, min(n, first + batch))]
+            for result in client.submit_bulk(tasks):
+                if "id" not in result:
+                    raise RuntimeError(result["error"])
+        return n / (time.perf_counter() - start)
+
+
+def _completed(client: Client, queue: str) -> int:
+    return client.queues().get(queue, {}).get("completed", 0)
+
+
+def drain(addr: str, n: int, worker_processes: int, concurrency: int) -> float:
+    """Tasks/s completed by worker processes from a pre-loaded, paused queue."""
+    queue = "default"
+    with Client(addr) as client:
+        client.pause(queue)
+        before = _completed(client, queue)
+        submit_bulk(addr, n, queue=queue)
+        workers = start_workers(addr, worker_processes, concurrency)
+        try:
+            deadline = time.monotonic() + 60
+            while len([w for w in client.workers() if w.get("state") == "active"]) \
+                    < worker_processes and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # let every worker's first FETCH block on the paused queue
+            start = time.perf_counter()
+            client.resume(queue)
+            while _completed(client, queue) - before < n:
+                if time.perf_counter() - start > 600:
+                    raise TimeoutError("drain did not finish in 10 minutes")
+                time.sleep(0.01)
+            return n / (time.perf_counter() - start)
+        finally:
+            stop_all(workers)
+
+
+def round_trip(addr: str, n: int, concurrency: int) -> dict:
+    """Latency from submit to completion, one task at a time, with one worker running."""
+    workers = start_workers(addr, 1, concurrency)
+    samples = []
+    try:
+        with Client(addr) as client:
+            deadline = time.monotonic() + 60
+            while not client.workers() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            for i in range(n + 20):
+                start = time.perf_counter()
+                task_id = client.submit("noop", i, queue="default")["id"]
+                while client.get(task_id)["status"] != "completed":
+                    pass  # a GET round trip is ~0.1 ms: polling resolution
+                if i >= 20:  # warm-up
+                    samples.append((time.perf_counter() - start) * 1000)
+    finally:
+        stop_all(workers)
+    samples.sort()
+    return {"p50_ms": round(statistics.median(samples), 3),
+            "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+            "samples": len(samples)}
