@@ -1,0 +1,173 @@
+"""tq-admin as an operator runs it: a subprocess against a real broker, JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from taskqueue.client import Client
+from tests.brokerproc import free_port
+from tests.helpers_worker import ROOT
+
+
+def admin(addr: str | None, *args: str, env: dict | None = None, timeout: float = 30,
+          stdin: str | None = None) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "admin.cli"]
+    if addr:
+        argv += ["--broker-addr", addr]
+    return subprocess.run(argv + list(args), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env, input=stdin)
+
+
+@pytest.fixture
+def client(broker):
+    with Client(broker.addr) as c:
+        yield c
+
+
+def test_list_prints_a_json_array_following_cursors(broker, client):
+    client.submit_bulk([{"type": "echo", "payload": i} for i in range(30)])
+    result = admin(broker.addr, "list", "--status", "pending", "--limit", "25")
+    assert result.returncode == 0, result.stderr
+    tasks = json.loads(result.stdout)
+    assert isinstance(tasks, list) and len(tasks) == 25
+    assert all(t["status"] == "pending" and t["type"] == "echo" for t in tasks)
+    # Without --json too, and an empty result is still an array.
+    empty = admin(broker.addr, "list", "--status", "dead")
+    assert empty.returncode == 0 and json.loads(empty.stdout) == []
+
+
+def test_list_filters_by_queue_and_type(broker, client):
+    client.submit("echo", 1, queue="alpha")
+    client.submit("sleep", {"seconds": 0}, queue="alpha")
+    client.submit("echo", 2, queue="beta")
+    tasks = json.loads(admin(broker.addr, "list", "--queue", "alpha", "--type", "echo").stdout)
+    assert [(t["queue"], t["type"], t["payload"]) for t in tasks] == [("alpha", "echo", 1)]
+
+
+def test_get_cancel_requeue(broker, client):
+    task = client.submit("echo", {"k": "v"})
+    got = admin(broker.addr, "get", task["id"], "--json")
+    assert got.returncode == 0 and json.loads(got.stdout)["payload"] == {"k": "v"}
+    human = admin(broker.addr, "get", task["id"])
+    assert task["id"] in human.stdout and '{"k": "v"}' in human.stdout
+    cancelled = admin(broker.addr, "--json", "cancel", task["id"])
+    assert json.loads(cancelled.stdout)["status"] == "cancelled"
+    requeued = admin(broker.addr, "requeue", task["id"])
+    assert requeued.stdout.split() == [task["id"], "pending"]
+
+
+def test_queue_depth_pause_resume(broker, client):
+    client.submit("echo", None, queue="orders")
+    assert admin(broker.addr, "pause", "orders").returncode == 0
+    depth = json.loads(admin(broker.addr, "queue-depth", "--json").stdout)
+    assert depth["orders"]["pending"] == 1 and depth["orders"]["paused"] is True
+    table = admin(broker.addr, "queue-depth").stdout.splitlines()
+    assert table[0].split()[:3] == ["QUEUE", "SCHEDULED", "PENDING"]
+    assert table[1].split()[0] == "orders" and table[1].split()[-1] == "yes"
+    admin(broker.addr, "resume", "orders")
+    assert json.loads(admin(broker.addr, "queue-depth", "--json").stdout)["orders"][
+        "paused"] is False
+
+
+def test_workers_stats_cluster_status(broker, client):
+    with Client(broker.addr, identity={"worker_id": "w-admin-test", "hostname": "h",
+                                       "pid": 42, "queues": ["default"],
+                                       "concurrency": 3}):
+        workers = json.loads(admin(broker.addr, "workers", "--json").stdout)
+        assert [w["worker_id"] for w in workers] == ["w-admin-test"]
+        table = admin(broker.addr, "workers").stdout
+        assert "w-admin-test" in table and "WORKER_ID" in table
+    stats = json.loads(admin(broker.addr, "stats", "--json").stdout)
+    assert "rocksdb" in stats and "tasks" in stats
+    assert "rocksdb.estimate_num_keys" in admin(broker.addr, "stats").stdout
+    cluster = json.loads(admin(broker.addr, "cluster-status", "--json").stdout)
+    assert cluster["mode"] == "single" and len(cluster["nodes"]) == 1
+    assert "leader" in admin(broker.addr, "cluster-status").stdout
+
+
+def test_worker_state(broker):
+    with Client(broker.addr, identity={"worker_id": "w-quiet"}):
+        result = admin(broker.addr, "worker-state", "w-quiet", "quiet")
+        assert result.returncode == 0, result.stderr
+        workers = json.loads(admin(broker.addr, "workers", "--json").stdout)
+        assert workers[0]["state"] == "quiet"
+
+
+def test_submit_and_snapshot(broker, tmp_path):
+    result = admin(broker.addr, "submit", "echo", "--payload", '{"n": 1}', "--queue", "smoke",
+                   "--priority", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    task = json.loads(result.stdout)
+    assert task["queue"] == "smoke" and task["priority"] == 3 and task["payload"] == {"n": 1}
+    target = tmp_path / "snap"
+    snap = admin(broker.addr, "create-snapshot", str(target), "--json")
+    assert snap.returncode == 0, snap.stderr
+    assert json.loads(snap.stdout)["path"] == str(target) and target.exists()
+
+
+def test_watch_refreshes_until_interrupted(broker):
+    proc = subprocess.Popen([sys.executable, "-m", "admin.cli", "--broker-addr", broker.addr,
+                             "queue-depth", "--watch", "0.2"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert out.count("Ctrl-C to stop") >= 3
+
+
+def test_hash_key_is_a_bcrypt_hash_of_the_key():
+    bcrypt = pytest.importorskip("bcrypt")
+    result = admin(None, "hash-key", "s3cret", "--rounds", "4")
+    assert result.returncode == 0, result.stderr
+    hashed = result.stdout.strip()
+    assert hashed.startswith("$2") and bcrypt.checkpw(b"s3cret", hashed.encode())
+    from_stdin = admin(None, "hash-key", "--rounds", "4", stdin="piped\n")
+    assert bcrypt.checkpw(b"piped", from_stdin.stdout.strip().encode())
+
+
+def test_api_key_from_environment(broker_factory):
+    bcrypt = pytest.importorskip("bcrypt")
+    key_hash = bcrypt.hashpw(b"ops-key", bcrypt.gensalt(rounds=4)).decode()
+    secured = broker_factory({"auth": {"enabled": True, "api_keys": [
+        {"key_hash": key_hash, "permissions": ["read_tasks"]}]}}, name="secured")
+    import os
+    env = dict(os.environ, TQ_API_KEY="ops-key")
+    assert admin(secured.addr, "queue-depth", env=env).returncode == 0
+    refused = admin(secured.addr, "queue-depth", "--api-key", "wrong")
+    assert refused.returncode == 1 and "NOAUTH" in refused.stderr
+    # A key without the admin permission cannot pause.
+    denied = admin(secured.addr, "pause", "default", env=env)
+    assert denied.returncode == 1 and "NOPERM" in denied.stderr
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (("get", "no-such-task"), 1, "NOTFOUND"),
+    (("submit", "echo", "--payload", "{not json"), 2, "not valid JSON"),
+    (("list", "--status", "bogus"), 2, "invalid choice"),
+    (("list", "--limit", "0"), 2, "--limit"),
+    (("frobnicate",), 2, "invalid choice"),
+])
+def test_exit_codes(broker, args, code, message):
+    result = admin(broker.addr, *args)
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert message in result.stderr
+
+
+def test_exit_code_3_when_the_broker_is_unreachable():
+    addr = f"127.0.0.1:{free_port()}"
+    result = admin(addr, "queue-depth")
+    assert result.returncode == 3
+    assert "cannot reach the broker" in result.stderr and addr in result.stderr
+
+
+def test_broker_addr_from_environment(broker):
+    import os
+    env = dict(os.environ, TQ_BROKER_ADDR=broker.addr)
+    assert admin(None, "cluster-status", "--json", env=env).returncode == 0
