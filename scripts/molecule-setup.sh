@@ -94,6 +94,8 @@ else
         printf 'deb %s %s main\ndeb %s %s-updates main\n' "$mirror" "$SUITE" "$mirror" "$SUITE" \
             >"$rootfs/etc/apt/sources.list"
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+        # An old mtime, so apt's cache_valid_time sees that the (empty) lists need an update.
+        touch -d '2000-01-01' "$rootfs/var/lib/apt/lists"
         # Units that fail or make no sense in a container.
         for unit in systemd-remount-fs.service getty.target console-getty.service \
                     systemd-udevd.service systemd-udev-trigger.service; do
@@ -123,4 +125,4 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements-deploy.txt"
     printf '%s\n' "$want" >"$stamp"
 fi
-log "deployment venv ready: $("$VENV/bin/ansible" --version | head -n1)"
+log "deployment venv ready: $("$VENV/bin/ansible" --version 2>/dev/null | sed -n 1p)"
