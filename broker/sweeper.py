@@ -14,7 +14,9 @@ import logging
 
 from broker import keys
 from broker.log.base import NotLeader, Unavailable
+from broker.machine import FINISHED
 from broker.service import Service, now_ms
+from taskqueue import jsonutil
 
 log = logging.getLogger("tq.sweeper")
 
@@ -31,6 +33,8 @@ class Sweeper:
         self.retention_ms = int(config.persistence.completed_task_retention_days * 86400_000)
         self.worker_timeout_ms = int(1000 * max(2 * config.worker.lease_timeout_secs,
                                                 3 * config.worker.heartbeat_interval_secs))
+        # Purge at least every minute, and often enough for short retentions (tests, labs).
+        self.purge_every = min(PURGE_EVERY_SECS, max(1.0, self.retention_ms / 4000.0))
         self._task: asyncio.Task | None = None
         self._last_purge = 0.0
         self._last_worker_expiry = 0.0
@@ -74,11 +78,24 @@ class Sweeper:
                 break
         if mono_now - self._last_worker_expiry >= WORKER_EXPIRY_EVERY_SECS:
             self._last_worker_expiry = mono_now
-            gone = await propose(["expire_workers", now, now - self.worker_timeout_ms])
-            if gone:
-                log.info("workers gone (no heartbeat): %s", ", ".join(gone))
-        if mono_now - self._last_purge >= PURGE_EVERY_SECS:
+            cutoff = now - self.worker_timeout_ms
+            if self._stale_workers(cutoff):
+                gone = await propose(["expire_workers", now, cutoff])
+                if gone:
+                    log.info("workers gone (no heartbeat): %s", ", ".join(gone))
+        if mono_now - self._last_purge >= self.purge_every:
             self._last_purge = mono_now
             cutoff = now - self.retention_ms
-            while await propose(["purge", now, cutoff, BATCH]) >= BATCH:
-                pass
+            while self._purgeable(cutoff):
+                if await propose(["purge", now, cutoff, BATCH]) < BATCH:
+                    break
+
+    def _stale_workers(self, cutoff_ms: int) -> bool:
+        store = self.service.store
+        return any(jsonutil.loads(raw).get("last_seen", 0) * 1000 < cutoff_ms
+                   for _, raw in store.scan(keys.WORKER, keys.prefix_end(keys.WORKER), 10000))
+
+    def _purgeable(self, cutoff_ms: int) -> bool:
+        store = self.service.store
+        return any(store.first_key(keys.status_prefix(s), keys.status_until(s, cutoff_ms))
+                   for s in FINISHED)

@@ -237,3 +237,25 @@ worker:
     proc = subprocess.run([sys.executable, "-m", "broker.cli", "--check-config", str(path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_retention_purges_finished_tasks(broker_factory):
+    # 0.00003 days = 2.6 s
+    b = broker_factory({"persistence": {"completed_task_retention_days": 0.00003}})
+    with Client(b.addr, identity={"worker_id": "w"}) as client:
+        done = client.submit("echo", 1)
+        waiting = client.submit("echo", 2, queue="other")
+        [job] = client.fetch(["default"])
+        client.ack(job["id"], job["token"], None)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                client.get(done["id"])
+            except BrokerError as exc:
+                assert exc.code == "NOTFOUND"
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("completed task was not purged")
+        assert client.get(waiting["id"])["status"] == "pending"  # unfinished tasks stay
+        assert client.stats()["totals"]["purged"] == 1
