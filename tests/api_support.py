@@ -141,14 +141,17 @@ def _tls_ready(proc: BrokerProcess, ctx: ssl.SSLContext, wait: float = 20.0) -> 
     raise RuntimeError(f"TLS broker did not answer within {wait}s:\n{proc.logs()}")
 
 
-def start_tls_broker(broker_factory, pki: Path, mutual: bool, extra: dict | None = None):
+def start_tls_broker(workdir: Path, pki: Path, mutual: bool, extra: dict | None = None,
+                     name: str = "tls") -> BrokerProcess:
+    """A broker with TLS on every port (mutual TLS with ``mutual``); stop it yourself."""
     from tests.brokerproc import deep_merge
 
     api = {"enable_tls": True, "tls_cert_path": str(pki / "server.crt"),
            "tls_key_path": str(pki / "server.key")}
     if mutual:
         api["tls_ca_path"] = str(pki / "ca.crt")
-    proc = broker_factory(api_overrides(deep_merge({"api": api}, extra or {})), start=False)
+    proc = BrokerProcess(workdir, api_overrides(deep_merge({"api": api}, extra or {})),
+                         name=name)
     proc.wait_ready = functools.partial(_tls_ready, proc, client_ssl(pki, "client"))
     proc.start()
     for port in ports(proc).values():

@@ -224,6 +224,10 @@ class _Server(ThreadingWSGIServer):
                                                 do_handshake_on_connect=False)
         return sock, addr
 
+    def handle_error(self, request, client_address):
+        # A failed TLS handshake or a client gone mid-request: not worth a traceback.
+        log.debug("metrics request from %s failed", client_address, exc_info=True)
+
 
 class MetricsServer:
     def __init__(self, broker):
