@@ -199,21 +199,11 @@ class Service:
             if self.observer is not None:
                 self.observer.settled(rate, commands)
             return result
-        results = await asyncio.gather(*(self.log.propose(c) for c in commands),
-                                       return_exceptions=True)
+        results = await self.log.propose_many(commands)
         if self.observer is not None:
-            self.observer.settled(rate, [c for c, r in zip(commands, results)
-                                         if r == "OK"])
-        out = []
-        for result in results:
-            if isinstance(result, Rejected):
-                out.append({"error": {"code": result.code, "message": result.message}})
-            elif isinstance(result, BaseException):
-                out.append({"error": {"code": errors.UNAVAILABLE, "message": str(result)}})
-            else:
-                out.append(result)
+            self.observer.settled(rate, [c for c, r in zip(commands, results) if r == "OK"])
         self._rates.add(rate, len(commands))
-        return out
+        return [_bulk_entry(r, r) for r in results]
 
     async def heartbeat(self, principal: Principal, worker_id: str, args: dict):
         held = args.get("tasks", [])
