@@ -159,7 +159,7 @@ class RespConnection(asyncio.Protocol):
                     out.append(resp.encode_error(errors.UNAVAILABLE, "request cancelled"))
                 else:
                     exc = head.exception()
-                    out.append(_error(exc) if exc is not None else head.result())
+                    out.append(_error(exc) if exc is not None else _encode(head.result()))
             else:
                 break
             replies.popleft()
@@ -208,13 +208,9 @@ class RespConnection(asyncio.Protocol):
             self._reply_now(_error(exc))
             return
         if asyncio.iscoroutine(result):
-            self._reply_later(self._finish(result))
+            self._reply_later(result)
         else:
             self._reply_now(result if isinstance(result, bytes) else _encode(result))
-
-    @staticmethod
-    async def _finish(coro) -> bytes:
-        return _encode(await coro)
 
     # ----------------------------------------------------------------- commands
     # Each takes (connection, decoded JSON argument or None, raw argument size) and returns
