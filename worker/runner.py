@@ -37,6 +37,11 @@ from worker.registry import REGISTRY, Registry, await_as_job, JobInfo
 
 log = logging.getLogger("tq.worker")
 
+# Jobs whose handler finished but whose ACK/FAIL the broker has not confirmed yet do not take
+# a slot (so acknowledgement latency does not idle the slots), but at most this many may pile
+# up before fetching pauses (so a slow or absent broker cannot make the backlog grow).
+MAX_UNREPORTED = 1000
+
 # Errors after which retrying cannot help: the operator has to fix the configuration.
 FATAL_CODES = frozenset({errors.NOAUTH, errors.NOPERM, errors.BADVERSION})
 
@@ -73,6 +78,7 @@ class HeldJob:
     token: int
     task: asyncio.Task | None = None
     lost: bool = False  # the broker says our lease is gone: never report on it
+    finished: bool = False  # the handler is done; its outcome is being reported
 
 
 class Reporter:
@@ -170,12 +176,13 @@ class Worker:
         self.control = AsyncClient(config.addresses, **client_args)
         self.fetcher = AsyncClient(config.addresses, **client_args)
         self.held: dict[str, HeldJob] = {}
+        self.running = 0  # held jobs whose handler has not finished
         self.pool: ThreadPool | ProcessPool | None = None
         self.jobs_done = 0
         self.reconnects = 0
         self._quiet = False  # the broker asked us to stop fetching
         self._stopping = asyncio.Event()
-        self._finished = asyncio.Event()  # drained: heartbeats (lease renewals) may end
+        self._drained = asyncio.Event()  # drained: heartbeats (lease renewals) may end
         self._hurry = asyncio.Event()  # a second signal: skip the grace period
         self._capacity_changed = asyncio.Event()
         self.reporter = Reporter(self.control, self._stopping)
@@ -194,8 +201,10 @@ class Worker:
 
     @property
     def free_slots(self) -> int:
+        if len(self.held) - self.running >= MAX_UNREPORTED:
+            return 0
         stuck = self.pool.stuck if self.pool else 0
-        return max(0, self.config.concurrency - len(self.held) - stuck)
+        return max(0, self.config.concurrency - self.running - stuck)
 
     async def run(self) -> int:
         """Run until shutdown; returns the process exit code."""
@@ -299,7 +308,10 @@ class Worker:
         self.held[held.id] = held
         # A job fetched by a FETCH that was in flight when shutdown began is not started
         # (task None): _drain gives it straight back.
-        if not self._stopping.is_set():
+        if self._stopping.is_set():
+            held.finished = True  # never started, so it holds no slot
+        else:
+            self.running += 1
             held.task = asyncio.create_task(self._run_job(job, held))
 
     # ------------------------------------------------------------------ running a job
@@ -318,6 +330,7 @@ class Worker:
                 raise
             except Exception as exc:  # noqa: BLE001 - the handler's failure is the job's
                 error, backtrace = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            self._finish(held)
             if held.lost:
                 log.warning("job %s finished after its lease was lost; not reporting", held.id)
                 return
@@ -351,7 +364,15 @@ class Worker:
                 raise JobTimeout(timeout) from None
         return await self.pool.run(handler, payload, info, timeout)
 
+    def _finish(self, held: HeldJob) -> None:
+        """The handler is done (or abandoned): its slot is free for the next job."""
+        if not held.finished:
+            held.finished = True
+            self.running -= 1
+            self._capacity_changed.set()
+
     def _release(self, held: HeldJob) -> None:
+        self._finish(held)
         if self.held.get(held.id) is held:
             del self.held[held.id]
         self._capacity_changed.set()
@@ -360,9 +381,9 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         # Runs on through the shutdown grace period: the jobs finishing then need their
         # leases renewed as much as ever.
-        while not self._finished.is_set():
-            await self._sleep(self.heartbeat_interval, self._finished)
-            if self._finished.is_set():
+        while not self._drained.is_set():
+            await self._sleep(self.heartbeat_interval, self._drained)
+            if self._drained.is_set():
                 return
             try:
                 await self._heartbeat_once()
@@ -378,7 +399,9 @@ class Worker:
         reply = await self.control.heartbeat([(h.id, h.token) for h in jobs])
         for job_id in reply.get("lost") or []:
             held = self.held.get(job_id)
-            if held is not None and not held.lost:
+            # A finished job's ACK may have reached the broker just before this heartbeat
+            # (both ride the same connection): the ACK's reply, not `lost`, tells its fate.
+            if held is not None and not held.lost and not held.finished:
                 log.warning("lease of job %s lost; abandoning it", job_id)
                 held.lost = True
                 if held.task is not None:
@@ -416,7 +439,7 @@ class Worker:
                 if held.task is not None:
                     held.task.cancel()
             await asyncio.gather(*(self._fail_back(h) for h in leftovers))
-        self._finished.set()
+        self._drained.set()
         heartbeat_loop.cancel()
         try:
             await asyncio.wait_for(self.control.bye(), 5)
