@@ -80,8 +80,10 @@ def test_submit_task_object_as_exported(client):
 
 def test_bulk_submit_returns_one_entry_per_task(client):
     results = client.submit_bulk([{"type": "echo", "payload": i} for i in range(50)])
-    assert [r["payload"] for r in results] == list(range(50))
+    assert all(r["status"] == "pending" and r["duplicate"] is False for r in results)
     assert len({r["id"] for r in results}) == 50
+    # in order: the n-th entry is the n-th task
+    assert [client.get(r["id"])["payload"] for r in results] == list(range(50))
 
 
 def test_fetch_ack_fail_and_fencing(client, broker):
