@@ -24,6 +24,7 @@ class Record:
     def __init__(self):
         self.lock = threading.Lock()
         self.acked_submits: dict[str, str] = {}  # idempotency key -> task id
+        self.submit_detail: dict[str, tuple] = {}  # key -> (node answering, time, attempts)
         self.submit_attempts = 0
         self.unknown_outcomes = 0  # attempts whose outcome the client could not know
         self.retried_keys: set[str] = set()  # keys resubmitted after an unknown outcome
@@ -124,6 +125,8 @@ class Load:
                     continue
                 with rec.lock:
                     rec.acked_submits[key] = task["id"]
+                    rec.submit_detail[key] = (c.address, time.time(), attempt,
+                                              task.get("duplicate", False))
                     rec.ok()
                 break
 
