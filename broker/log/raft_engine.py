@@ -109,49 +109,163 @@ def _fsync_dir(path: str) -> None:
 
 
 class DurableJournal(_journal.FileJournal):
-    """pysyncobj's mmap journal with an explicit msync policy.
+    """pysyncobj's mmap journal with an explicit msync policy and crash-safe rewrites.
 
-    ``sync_interval_ms == 0``: every ``add`` is msynced before it returns, i.e. before the
-    follower answers ``next_node_idx`` or the leader counts itself toward a commit.
-    ``N > 0``: msync when N ms passed since the last one (checked on every add and by
-    :meth:`sync_if_due`, which the tick thread calls), so a power cut loses at most ~N ms.
-    A killed process loses nothing either way: the mmap lives in the page cache.
+    Durability (``sync_interval_ms``): ``0`` msyncs every appended entry before ``add``
+    returns, i.e. before a follower answers ``next_node_idx`` or the leader counts itself
+    toward a commit; ``N > 0`` msyncs when N ms passed since the last one (on add, and from
+    the tick thread via :meth:`sync_if_due`), so a power cut loses at most ~N ms. A killed
+    process loses nothing either way: the mmap lives in the page cache.
+
+    Crash safety. pysyncobj 0.3.17 rewrites the journal in place in three places, and a
+    SIGKILL inside the rewrite loses entries this node already acknowledged to its leader
+    (which can lose a committed entry if the leader dies too):
+
+    * a follower truncates its log after ``prevLogIdx`` whenever it holds more entries, not
+      only on a term conflict, then re-appends the same entries (the "truncating
+      already-applied log entries" warning). Here a truncation is *logical*: the entries stay
+      in the file as a pending tail; an ``add`` of an identical entry re-adopts it without
+      touching the file; only a different entry makes the truncation physical.
+    * log compaction (``deleteEntriesTo``) cleared the file and re-added the kept entries:
+      here a new file is written, fsynced and renamed over the old one.
+    * loading a snapshot (restart or install) ``clear()``s the journal and adds the
+      snapshot's last two entries: when the journal already holds those two entries, the
+      entries after them are kept (Raft's InstallSnapshot rule), not thrown away.
     """
 
     def __init__(self, path: str, sync_interval_ms: int):
         super().__init__(path)
+        self._path = path
         self._FileJournal__metaStorer = SyncedMetaStorer(path + ".meta")
         self._interval = sync_interval_ms / 1000.0
         self._dirty = False
-        self._deferred = False
         self._last_sync = time.monotonic()
+        self._tail: list = []  # logically truncated, physically present entries
+        self._cleared: list | None = None  # entries of a pending clear()
+        self._readopt = False  # re-adopt the whole tail at the next read (after a restore)
         self.syncs = 0
+        self.readopted = 0
 
-    def add(self, command, idx, term):
-        super().add(command, idx, term)
-        self._dirty = True
-        if not self._deferred:
+    # -- the logical view
+    @property
+    def _entries(self) -> list:
+        return self._FileJournal__journal
+
+    def _settle_view(self) -> None:
+        if self._readopt:
+            self._readopt = False
+            self._entries.extend(self._tail)
+            self.readopted += len(self._tail)
+            self._tail = []
+        if self._cleared is not None:  # a clear() nothing was added after: make it real
+            self._cleared = None
+            self._tail = []
+            super().clear()
+            self._dirty = True
             self.sync_if_due()
 
-    def deleteEntriesFrom(self, entryFrom):
-        super().deleteEntriesFrom(entryFrom)
+    def __getitem__(self, item):
+        if self._readopt or self._cleared is not None:
+            self._settle_view()
+        return self._entries[item]
+
+    def __len__(self):
+        if self._readopt or self._cleared is not None:
+            self._settle_view()
+        return len(self._entries)
+
+    def _realize_tail(self) -> None:
+        """Make a pending truncation physical (a conflicting entry is about to be added)."""
+        if self._tail:
+            entries = self._entries
+            keep = len(entries)
+            entries.extend(self._tail)
+            self._tail = []
+            super().deleteEntriesFrom(keep)
+            self._dirty = True
+
+    @staticmethod
+    def _same(entry, command, idx, term) -> bool:
+        return entry[1] == idx and entry[2] == term and bytes(entry[0]) == bytes(command)
+
+    def add(self, command, idx, term):
+        if self._cleared is not None:
+            old, self._cleared = self._cleared, None
+            for pos, entry in enumerate(old):
+                if self._same(entry, command, idx, term):
+                    # Restore what the file holds, drop only the entries before this one
+                    # (crash-safe rewrite), keep the rest as a tail to re-adopt.
+                    self._entries[:] = old
+                    self._compact(pos)
+                    self._tail = self._entries[1:]
+                    del self._entries[1:]
+                    self._readopt = True
+                    return
+            self._tail = []
+            super().clear()
+        if self._tail:
+            if self._same(self._tail[0], command, idx, term):
+                self._entries.append(self._tail.pop(0))
+                return
+            self._readopt = False
+            self._realize_tail()
+        elif self._readopt:
+            self._readopt = False
+        super().add(command, idx, term)
         self._dirty = True
         self.sync_if_due()
 
+    def deleteEntriesFrom(self, entryFrom):
+        self._settle_view()
+        if self._tail:
+            self._realize_tail()
+        entries = self._entries
+        if entryFrom >= len(entries):
+            return
+        self._tail = entries[entryFrom:]
+        del entries[entryFrom:]
+
     def deleteEntriesTo(self, entryTo):
-        # FileJournal rewrites the remaining entries through add(): one msync at the end.
-        self._deferred = True
-        try:
-            super().deleteEntriesTo(entryTo)
-        finally:
-            self._deferred = False
-        self._dirty = True
-        self.sync()
+        self._settle_view()
+        self._realize_tail()
+        self._compact(entryTo)
 
     def clear(self):
-        super().clear()
-        self._dirty = True
+        self._settle_view()
+        self._realize_tail()
+        self._cleared = list(self._entries)
+        del self._entries[:]
 
+    def _compact(self, entry_to: int) -> None:
+        """Keep entries[entry_to:]: write a new file, fsync, rename over the old one."""
+        keep = self._entries[entry_to:]
+        records = []
+        offset = _journal.FIRST_RECORD_OFFSET
+        for command, idx, term in keep:
+            data = struct.pack("<QQ", idx, term) + _pickle.to_bytes(command)
+            size = struct.pack("<I", len(data))
+            records.append(size + data + size)
+            offset += len(data) + 8
+        header = bytearray(self._FileJournal__getDefaultHeader())
+        header[_journal.LAST_RECORD_OFFSET_OFFSET:_journal.LAST_RECORD_OFFSET_OFFSET + 4] = \
+            struct.pack("<I", offset)
+        tmp = self._path + ".compact"
+        with open(tmp, "wb") as f:
+            f.write(bytes(header))
+            for record in records:
+                f.write(record)
+            f.flush()
+            os.fsync(f.fileno())
+        self._FileJournal__journalFile._destroy()
+        os.replace(tmp, self._path)
+        _fsync_dir(os.path.dirname(self._path) or ".")
+        self._FileJournal__journalFile = _journal.ResizableFile(
+            self._path, defaultContent=self._FileJournal__getDefaultHeader())
+        self._entries[:] = keep
+        self._FileJournal__currentOffset = offset
+        self._last_sync = time.monotonic()
+
+    # -- durability
     def sync_if_due(self) -> None:
         if self._dirty and (self._interval == 0
                             or time.monotonic() - self._last_sync >= self._interval):
