@@ -105,6 +105,7 @@ class Reporter:
         return await done
 
     async def _flush(self) -> None:
+        backoff = Backoff(0.05, 5.0)
         while self._pending:
             batch = self._pending[: self.MAX_BATCH]
             del self._pending[: self.MAX_BATCH]
@@ -115,32 +116,28 @@ class Reporter:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for (_, done), outcome in zip(batch, outcomes):
-                if not done.done():
+            retry_later = False
+            for (item, done), outcome in zip(batch, outcomes):
+                if outcome in errors.RETRYABLE and not self._stopping.is_set():
+                    # One entry of a bulk ACK met e.g. UNAVAILABLE: send it again.
+                    self._pending.append((item, done))
+                    retry_later = True
+                elif not done.done():
                     done.set_result(outcome)
+            if retry_later:
+                await asyncio.sleep(backoff.next())
 
     async def _send_acks(self, items: list[dict]) -> list[str]:
         if len(items) == 1:
-            try:
-                return [await self.client.ack(**items[0])]
-            except BrokerError as exc:
-                if exc.code in FATAL_CODES:
-                    raise
-                return [exc.code]
+            return [await _outcome(self.client.ack(**items[0]))]
         replies = await self.client.ack_many(items)
         return [r if r == "OK" else r.get("error", {}).get("code", errors.INTERNAL)
                 for r in replies]
 
     async def fail(self, id: str, token: int, error: str, backtrace: str | None,
                    retry: bool = True) -> str:
-        async def send():
-            try:
-                return await self.client.fail(id, token, error, backtrace, retry)
-            except BrokerError as exc:
-                if exc.code in FATAL_CODES:
-                    raise
-                return exc.code
-        return await self._with_retry(send)
+        return await self._with_retry(
+            lambda: _outcome(self.client.fail(id, token, error, backtrace, retry)))
 
     async def _with_retry(self, call, *args):
         """Retry through lost connections: re-sending an ACK/FAIL with the same token is
@@ -160,6 +157,17 @@ class Reporter:
                 delay = backoff.next()
                 log.warning("reporting to the broker failed (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
+
+
+async def _outcome(call) -> str:
+    """"OK" or the code of a final refusal (LEASELOST, NOTFOUND...) as a value; errors worth
+    retrying (connection lost, UNAVAILABLE) and fatal ones (NOAUTH...) still raise."""
+    try:
+        return await call
+    except BrokerError as exc:
+        if exc.retryable or exc.code in FATAL_CODES:
+            raise
+        return exc.code
 
 
 class Worker:
