@@ -6,13 +6,15 @@ Broker settings come from tests/brokerproc.py: heartbeat 0.5 s, lease 2 s.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
 
 from taskqueue.client import Client
-from tests.helpers_worker import WorkerProcess, wait_for, wait_statuses
+from tests.helpers_worker import ROOT, WorkerProcess, wait_for, wait_statuses
 
 
 @pytest.fixture
@@ -259,3 +261,15 @@ def test_bad_api_key_is_fatal(broker_factory, tmp_path):
             assert wait_statuses(c, [job["id"]], timeout=20)[job["id"]]["status"] == "completed"
     finally:
         good.stop()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--handlers", "no.such.module"], "No module named"),
+    (["--handlers", "json"], "no @task handlers"),
+    (["--concurrency", "0"], "at least 1"),
+    (["--pool", "fork"], "invalid choice"),
+])
+def test_usage_errors_exit_2(args, message):
+    result = subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
