@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the task-queue container image without any registry:
+#   1. a docker daemon and the local Debian bookworm image that the Molecule nodes use
+#      (scripts/molecule-setup.sh: debootstrap + `docker import`, reused when present);
+#   2. the base image $TQ_BASE_IMAGE (default task-queue-base:bookworm), derived from that
+#      rootfs with a plain shell as its command instead of systemd;
+#   3. package index access for the build: the host's CA bundle (TLS-inspecting proxies) and
+#      PIP_INDEX_URL when set, or TQ_DOCKER_OFFLINE=1 with wheels in docker/wheels;
+#   4. the project image $TQ_IMAGE (default task-queue:latest) from the Dockerfile.
+#
+#   bash scripts/docker-image.sh            # prints the image name on stdout when done
+# Environment: TQ_IMAGE, TQ_BASE_IMAGE, TQ_MOLECULE_IMAGE, TQ_DOCKER_OFFLINE.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+IMAGE="${TQ_IMAGE:-task-queue:latest}"
+BASE="${TQ_BASE_IMAGE:-task-queue-base:bookworm}"
+NODE_IMAGE="${TQ_MOLECULE_IMAGE:-task-queue-molecule-node:bookworm}"
+started=$(date +%s)
+
+# ---------------------------------------------------------------- 1. daemon + node image
+if ! docker info >/dev/null 2>&1 || ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then
+  log "docker daemon or $NODE_IMAGE missing: scripts/molecule-setup.sh"
+  TQ_MOLECULE_IMAGE="$NODE_IMAGE" bash scripts/molecule-setup.sh >&2
+fi
+
+# The legacy builder when buildx is not installed (it handles this multi-stage file fine).
+if ! docker buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=0; fi
+
+# ---------------------------------------------------------------- 2. base image
+# Same rootfs as the Molecule nodes, minus their systemd entry point. Layers are shared.
+log "base image $BASE (from $NODE_IMAGE)"
+docker build -q -t "$BASE" - >/dev/null <<EOF
+FROM $NODE_IMAGE
+ENV container=
+STOPSIGNAL SIGTERM
+CMD ["/bin/bash"]
+EOF
+
+# ---------------------------------------------------------------- 3. index access
+# The build's pip trusts the CAs this host trusts (TLS-inspecting proxies), and uses the
+# host's index when PIP_INDEX_URL is set. Put wheels in docker/wheels and set
+# TQ_DOCKER_OFFLINE=1 to build with no index at all.
+build_args=(--build-arg "BASE_IMAGE=$BASE")
+ca="${PIP_CERT:-${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}"
+if [ -s "$ca" ]; then
+  cp "$ca" docker/ca.pem
+  build_args+=(--build-arg PIP_CERT=/src/docker/ca.pem)
+fi
+[ -n "${PIP_INDEX_URL:-}" ] && build_args+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
+if [ "${TQ_DOCKER_OFFLINE:-0}" = 1 ]; then
+  build_args+=(--build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/src/docker/wheels)
+fi
+
+# ---------------------------------------------------------------- 4. the image
+log "docker build -t $IMAGE (base $BASE)"
+docker build "${build_args[@]}" -t "$IMAGE" . >&2
+log "built $IMAGE in $(( $(date +%s) - started ))s: $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
+echo "$IMAGE"
