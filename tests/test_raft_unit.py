@@ -1,0 +1,130 @@
+"""RaftLog building blocks without a cluster: frame authentication, the journal, addresses."""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+
+import pytest
+
+from broker import config as cfg
+from broker.log.raft_engine import DurableJournal, HmacAuthenticator, InvalidFrame
+
+
+def test_frames_round_trip_and_reject_tampering():
+    auth = HmacAuthenticator("secret")
+    data = zlib.compress(pickle.dumps({"type": "append_entries"}))
+    token = auth.encrypt_at_time(data, 42)
+    assert auth.extract_timestamp(token) == 42
+    assert auth.decrypt(token) == data
+    tampered = bytearray(token)
+    tampered[20] ^= 1
+    with pytest.raises(InvalidFrame):
+        auth.extract_timestamp(bytes(tampered))
+    with pytest.raises(InvalidFrame):
+        HmacAuthenticator("other secret").decrypt(token)
+    with pytest.raises(InvalidFrame):
+        auth.decrypt(b"\x80\x02cos\nsystem\n")  # a raw pickle is never accepted
+    with pytest.raises(ValueError):
+        HmacAuthenticator("")
+
+
+def test_unauthenticated_bytes_are_never_unpickled(monkeypatch):
+    """pysyncobj's TcpConnection drops a frame that fails verification before pickle.loads."""
+    from pysyncobj import tcp_connection
+
+    calls = []
+    monkeypatch.setattr(tcp_connection.pickle, "loads", lambda data: calls.append(data))
+    conn = tcp_connection.TcpConnection(poller=None)
+    conn.encryptor = HmacAuthenticator("secret")
+    evil = zlib.compress(pickle.dumps("boom"))
+    frame = len(evil).to_bytes(4, "little", signed=True) + evil
+    conn._TcpConnection__readBuffer = frame
+    conn.disconnect = lambda: None
+    assert conn._TcpConnection__processParseMessage() is None
+    assert calls == []
+
+
+def _ids(journal):
+    return [entry[1] for entry in journal[:]] if len(journal) else []
+
+
+def test_journal_truncation_is_logical_until_a_conflict(tmp_path):
+    path = str(tmp_path / "journal")
+    j = DurableJournal(path, 0)
+    for i in range(1, 11):
+        j.add(b"c%d" % i, i, 1)
+    j.deleteEntriesFrom(5)  # pysyncobj truncates although nothing conflicts
+    assert len(j) == 5
+    j.add(b"c6", 6, 1)  # the same entry again: re-adopted, the file is untouched
+    assert len(j) == 6
+    assert len(DurableJournal(path, 0)) == 10  # a crash now loses nothing
+    j.add(b"x7", 7, 2)  # a conflicting entry: now the tail really goes
+    assert [e[1] for e in j[:]] == list(range(1, 8)) and j[-1][2] == 2
+    reopened = DurableJournal(path, 0)
+    assert [e[1] for e in reopened[:]] == list(range(1, 8)) and reopened[-1][2] == 2
+
+
+def test_journal_compaction_and_snapshot_load_keep_later_entries(tmp_path):
+    path = str(tmp_path / "journal")
+    j = DurableJournal(path, 0)
+    for i in range(1, 10):
+        j.add(b"c%d" % i, i, 1)
+    j.deleteEntriesTo(3)  # compaction: crash-safe rewrite
+    assert _ids(j) == [4, 5, 6, 7, 8, 9]
+    assert _ids(DurableJournal(path, 0)) == [4, 5, 6, 7, 8, 9]
+    # loading a snapshot whose last two entries (5, 6) we hold: entries after them stay
+    j.clear()
+    j.add(b"c5", 5, 1)
+    j.add(b"c6", 6, 1)
+    assert _ids(j) == [5, 6, 7, 8, 9]
+    assert _ids(DurableJournal(path, 0)) == [5, 6, 7, 8, 9]
+    # a snapshot we know nothing of replaces the journal
+    j.clear()
+    j.add(b"s1", 20, 3)
+    j.add(b"s2", 21, 3)
+    assert _ids(j) == [20, 21]
+    assert _ids(DurableJournal(path, 0)) == [20, 21]
+
+
+def test_journal_sync_policy(tmp_path):
+    every = DurableJournal(str(tmp_path / "a"), 0)
+    every.add(b"x", 1, 1)
+    every.add(b"y", 2, 1)
+    assert every.syncs == 2
+    lazy = DurableJournal(str(tmp_path / "b"), 60000)
+    lazy.add(b"x", 1, 1)
+    assert lazy.syncs == 0
+    lazy.sync()
+    assert lazy.syncs == 1
+
+
+def test_raft_addresses_default_to_port_plus_one(tmp_path):
+    from broker.log.raft import RaftLog
+    from broker.machine import StateMachine
+    from broker.store import Store
+
+    config = cfg.from_mapping({
+        "broker": {"host": "127.0.0.1", "port": 7001},
+        "persistence": {"data_dir": str(tmp_path / "data")},
+        "raft": {"enabled": True, "node_id": "node1", "secret": "s",
+                 "peers": ["10.0.0.2:7001", "10.0.0.3:7005"]},
+    })
+    store = Store(tmp_path / "data")
+    try:
+        rl = RaftLog(config, StateMachine(store), store)
+        assert rl.raft_address == "127.0.0.1:7002"
+        assert rl.peer_raft == ["10.0.0.2:7002", "10.0.0.3:7006"]
+        assert rl.client_address["10.0.0.3:7006"] == "10.0.0.3:7005"
+        assert rl.raft_dir == tmp_path / "data.raft"
+        status = rl.status()
+        assert status["mode"] == "raft" and status["node_id"] == "node1"
+        assert [n["address"] for n in status["nodes"]] == [
+            "127.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7005"]
+    finally:
+        store.close()
+
+
+def test_secret_is_mandatory():
+    with pytest.raises(cfg.ConfigError, match="raft.secret"):
+        cfg.from_mapping({"raft": {"enabled": True, "node_id": "n1"}})
