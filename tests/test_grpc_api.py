@@ -102,7 +102,10 @@ def test_submit_bulk_and_queue_full(stub):
     out = stub.SubmitBulk(pb.SubmitBulkRequest(tasks=[
         pb.SubmitRequest(type="e", queue=queue, payload_json=str(i)) for i in range(7)]))
     kinds = [r.WhichOneof("result") for r in out.results]
-    assert kinds.count("task") == 5 and kinds.count("error") == 2
+    assert kinds.count("submitted") == 5 and kinds.count("error") == 2
+    first = out.results[0].submitted
+    assert first.status == "pending" and not first.duplicate
+    assert stub.Get(pb.TaskRef(id=first.id)).payload_json == "0"
     assert {r.error.code for r in out.results if r.HasField("error")} == {"QUEUEFULL"}
     status, code = status_of(stub.Submit, pb.SubmitRequest(type="e", queue=queue))
     assert status == SC.RESOURCE_EXHAUSTED and code == "QUEUEFULL"

@@ -143,7 +143,9 @@ def test_bulk_submit(http):
     r = http.post("/api/v1/tasks/bulk", json={"tasks": tasks})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
-    assert [t["payload"] for t in results] == [0, 1, 2]
+    assert [set(t) for t in results] == [{"id", "status", "duplicate"}] * 3
+    assert [http.get(f"/api/v1/tasks/{t['id']}").json()["payload"] for t in results] == \
+        [0, 1, 2]
     r = http.post("/api/v1/tasks/bulk", json=[{"type": "echo", "queue": queue}])
     assert r.status_code == 200 and len(r.json()["results"]) == 1
     # Queue depth threshold is 5: the 6th waiting task is refused per task.

@@ -192,10 +192,14 @@ class TaskQueueServicer(pb_grpc.TaskQueueServicer):
             p, [submit_to_dict(r) for r in request.tasks]))
         out = pb.SubmitBulkResponse()
         for result in results:
-            if "error" in result and "id" not in result:
-                out.results.add(error=pb.Error(**result["error"]))
+            if "id" in result:
+                out.results.add(submitted=pb.Submitted(
+                    id=result["id"], status=str(result.get("status") or ""),
+                    duplicate=bool(result.get("duplicate"))))
             else:
-                out.results.add(task=task_to_pb(result))
+                error = result.get("error") or {}
+                out.results.add(error=pb.Error(code=str(error.get("code", errors.INTERNAL)),
+                                               message=str(error.get("message", ""))))
         return out
 
     async def Get(self, request, context):

@@ -49,13 +49,14 @@ def json_response(body, status: int = 200, headers: dict | None = None) -> HTTPR
                         content_type="application/json")
 
 
-def error_response(code: str, message: str, status: int | None = None) -> HTTPResponse:
+def error_response(code: str, message: str, status: int | None = None,
+                   headers: dict | None = None) -> HTTPResponse:
     body = {"error": {"code": code, "message": message}}
-    headers = None
+    headers = dict(headers or {})
     if code == errors.NOTLEADER and message.startswith("leader="):
         body["error"]["leader"] = message[len("leader="):] or None
     if code == errors.NOAUTH:
-        headers = {"WWW-Authenticate": 'Bearer realm="task-queue"'}
+        headers["WWW-Authenticate"] = 'Bearer realm="task-queue"'
     return json_response(body, status or HTTP_STATUS.get(code, 500), headers)
 
 
@@ -143,7 +144,9 @@ class RestServer:
                 status = getattr(exc, "status_code", 500) or 500
                 code = _SANIC_CODES.get(status, errors.BADREQ if status < 500
                                         else errors.INTERNAL)
-                return error_response(code, str(exc) or code, status)
+                # e.g. 405 carries Allow: the methods the route does take
+                headers = {k: v for k, v in (getattr(exc, "headers", None) or {}).items()}
+                return error_response(code, str(exc) or code, status, headers)
             log.error("internal error serving %s %s", request.method, request.path,
                       exc_info=exc)
             return error_response(errors.INTERNAL, f"{type(exc).__name__}: {exc}")

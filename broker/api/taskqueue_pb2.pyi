@@ -94,13 +94,23 @@ class Error(_message.Message):
     message: str
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
+class Submitted(_message.Message):
+    __slots__ = ("id", "status", "duplicate")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: str
+    duplicate: bool
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
 class SubmitResult(_message.Message):
-    __slots__ = ("task", "error")
-    TASK_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("submitted", "error")
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
-    task: Task
+    submitted: Submitted
     error: Error
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, submitted: _Optional[_Union[Submitted, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
 
 class SubmitBulkResponse(_message.Message):
     __slots__ = ("results",)
