@@ -42,6 +42,8 @@ log = logging.getLogger("tq.worker")
 # up before fetching pauses (so a slow or absent broker cannot make the backlog grow).
 MAX_UNREPORTED = 1000
 
+MAX_FETCH_COUNT = 1000  # the protocol's limit on one FETCH
+
 # Errors after which retrying cannot help: the operator has to fix the configuration.
 FATAL_CODES = frozenset({errors.NOAUTH, errors.NOPERM, errors.BADVERSION})
 
@@ -293,7 +295,8 @@ class Worker:
             if self._stopping.is_set():
                 break
             try:
-                jobs = await self.fetcher.fetch(self.config.queues, self.free_slots,
+                jobs = await self.fetcher.fetch(self.config.queues,
+                                                min(self.free_slots, MAX_FETCH_COUNT),
                                                 self.config.fetch_timeout_ms)
             except Exception as exc:  # noqa: BLE001 - see the module doc: never stop
                 if isinstance(exc, BrokerError) and exc.code in FATAL_CODES:
@@ -352,7 +355,8 @@ class Worker:
                 log.warning("broker rejected the outcome of job %s: %s", held.id, outcome)
             self.jobs_done += 1
         except (ConnectionLost, BrokerError) as exc:
-            # Only while shutting down: the lease will expire and the broker requeues it.
+            # Gave up (shutting down, or a fatal refusal): the lease will expire and the
+            # broker requeues the job.
             log.warning("could not report job %s: %s", held.id, exc)
         finally:
             self._release(held)
