@@ -49,6 +49,7 @@ from pysyncobj import pickle as _pickle
 
 from broker.config import Config
 from broker.log.base import Log, NotLeader, Unavailable
+from broker.log.local import _deliver, _Gather
 from broker.log.raft_engine import HmacAuthenticator, engine_patches, query_status
 from broker.machine import Counters, StateMachine
 from broker.store import Store
@@ -147,7 +148,8 @@ class RaftLog(Log):
         self.engine: _Engine | None = None
         self.journals: list = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: list[tuple[list, asyncio.Future]] = []
+        # (command, sink, slot): a proposer's Future (slot None) or a propose_many _Gather
+        self._queue: list[tuple[list, object, int | None]] = []
         self._wakeup: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
         self._tasks: list[asyncio.Task] = []
@@ -241,9 +243,17 @@ class RaftLog(Log):
         if self._stopping:
             raise Unavailable("broker shutting down")
         future = self._loop.create_future()
-        self._queue.append((command, future))
+        self._queue.append((command, future, None))
         self._wakeup.set()
         return await future
+
+    async def propose_many(self, commands: list[list]) -> list:
+        if self._stopping:
+            return [Unavailable("broker shutting down")] * len(commands)
+        gather = _Gather(len(commands), self._loop.create_future())
+        self._queue.extend((command, gather, i) for i, command in enumerate(commands))
+        self._wakeup.set()
+        return await gather.future
 
     async def _wait_for_leader(self) -> bool:
         deadline = time.monotonic() + max(2.0, 3 * self.election_timeout)
@@ -268,12 +278,12 @@ class RaftLog(Log):
                 if not taken:
                     self._slots.release()
                     continue
-                blob = jsonutil.dumps([command for command, _ in taken])
+                blob = jsonutil.dumps([item[0] for item in taken])
                 while len(blob) > MAX_ENTRY_BYTES and len(taken) > 1:
                     half = len(taken) // 2
                     self._queue[:0] = taken[half:]
                     taken = taken[:half]
-                    blob = jsonutil.dumps([command for command, _ in taken])
+                    blob = jsonutil.dumps([item[0] for item in taken])
                 self._send(taken, blob)
 
     def _send(self, taken: list, blob: bytes) -> None:
@@ -304,9 +314,8 @@ class RaftLog(Log):
     def _settle(self, taken: list, results, error) -> None:
         if error == FAIL_REASON.SUCCESS and isinstance(results, list) \
                 and len(results) == len(taken):
-            for (_, future), result in zip(taken, results):
-                if not future.done():
-                    future.set_result(result)
+            for (_, sink, slot), result in zip(taken, results):
+                _deliver(sink, slot, result)
             return
         if error == FAIL_REASON.SUCCESS:
             exc = Unavailable("committed, but this node applied it from a snapshot; "
@@ -324,9 +333,8 @@ class RaftLog(Log):
 
     @staticmethod
     def _fail(taken: list, exc: Exception) -> None:
-        for _, future in taken:
-            if not future.done():
-                future.set_exception(exc)
+        for _, sink, slot in taken:
+            _deliver(sink, slot, exc, failed=True)
 
     def _restamp(self, command: bytes) -> bytes:
         """Leader, tick thread: give a forwarded entry's commands the leader's clock."""
