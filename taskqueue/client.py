@@ -198,7 +198,7 @@ class _Commands:
 
     def submit_bulk(self, tasks: Iterable[dict]):
         """Submit up to 1000 task objects at once; returns one entry per task, in order:
-        the task object or ``{"error": {"code", "message"}}``."""
+        ``{"id", "status", "duplicate"}`` or ``{"error": {"code", "message"}}``."""
         return self._call("SUBMIT", [_with_id(t) for t in tasks])
 
     # -- workers
