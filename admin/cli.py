@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 from admin import output
 from taskqueue.client import Client
@@ -95,8 +96,10 @@ def cmd_stats(client, args):
 def cmd_list(client, args):
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    return list(client.iter_tasks(status=args.status, queue=args.queue, type=args.type,
-                                  limit=args.limit))
+    # A generator: the output streams it, so exporting 100,000 tasks needs no more memory
+    # than one page.
+    return client.iter_tasks(status=args.status, queue=args.queue, type=args.type,
+                             limit=args.limit)
 
 
 def cmd_get(client, args):
@@ -271,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print(args, result) -> None:
     _, human = COMMANDS[args.command]
-    if args.json or human is None:
+    if isinstance(result, Iterator):
+        output.json_array(result)
+    elif args.json or human is None:
         output.to_json(result)
     else:
         human(result)

@@ -13,6 +13,16 @@ def to_json(value: Any, stream: TextIO = sys.stdout) -> None:
     stream.write("\n")
 
 
+def json_array(items: Iterable[Any], stream: TextIO = sys.stdout) -> None:
+    """A JSON array written item by item as ``items`` produces them (one per line)."""
+    separator = "[\n  "
+    for item in items:
+        stream.write(separator)
+        stream.write(json.dumps(item, ensure_ascii=False))
+        separator = ",\n  "
+    stream.write("[]\n" if separator.startswith("[") else "\n]\n")
+
+
 def cell(value: Any) -> str:
     """One value as table text: lists joined, None as '-', floats trimmed."""
     if value is None:

@@ -171,3 +171,16 @@ def test_broker_addr_from_environment(broker):
     import os
     env = dict(os.environ, TQ_BROKER_ADDR=broker.addr)
     assert admin(None, "cluster-status", "--json", env=env).returncode == 0
+
+
+def test_list_streams_an_export_spanning_several_pages(broker, client):
+    for start in range(0, 2500, 1000):
+        client.submit_bulk([{"type": "echo", "payload": i, "queue": "export"}
+                            for i in range(start, min(start + 1000, 2500))])
+    result = admin(broker.addr, "list", "--queue", "export", "--limit", "2200")
+    assert result.returncode == 0, result.stderr
+    tasks = json.loads(result.stdout)
+    assert len(tasks) == 2200 and len({t["id"] for t in tasks}) == 2200
+    everything = json.loads(admin(broker.addr, "list", "--queue", "export",
+                                  "--limit", "100000").stdout)
+    assert sorted(t["payload"] for t in everything) == list(range(2500))
