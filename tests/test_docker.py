@@ -1,0 +1,283 @@
+"""The container deployment: Dockerfile, compose files, example configs, and the real image.
+
+Fast tests check the files' structure (compose is validated as YAML, because the compose
+plugin may not be installed). The slow tests build the image with scripts/docker-image.sh
+(which starts dockerd and builds the local Debian base when needed, as root) and run broker,
+worker and a three-node cluster as plain ``docker run`` containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from broker import config as cfg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_yaml(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+# --------------------------------------------------------------------------- fast: files
+
+def test_example_config_is_the_guides_and_valid():
+    raw = load_yaml("config.yaml")
+    config = cfg.load(ROOT / "config.yaml")
+    assert config.broker.port == 6379 and config.broker.host == "0.0.0.0"
+    assert config.persistence.data_dir == "/var/lib/task-queue"
+    assert config.raft.enabled is False
+    assert (config.api.rest_port, config.api.grpc_port) == (8080, 9090)
+    assert config.monitoring.prometheus_port == 9091
+    # Every section the guide's config.yaml shows, and nothing else.
+    assert list(raw) == ["broker", "persistence", "raft", "api", "auth", "monitoring", "worker"]
+
+
+def test_dockerfile_contract():
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert len(froms) == 2 and froms[0].endswith("AS builder"), froms
+    assert all("${BASE_IMAGE}" in line for line in froms)
+    assert lines.index("ARG BASE_IMAGE=debian:bookworm-slim") < lines.index(froms[0])
+    assert "pip wheel" in text and "'.[broker]'" in text
+    assert "EXPOSE 6379 8080 9090 9091" in lines
+    assert "USER taskqueue" in lines
+    assert 'VOLUME ["/var/lib/task-queue"]' in lines
+    assert "WORKDIR /app" in lines
+    assert lines[-1] == 'CMD ["tq-broker", "--config", "config.yaml"]'
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for entry in (".git", ".venv", "tq-data"):
+        assert entry in ignored
+
+
+def test_compose_single_node_matches_the_guide():
+    compose = load_yaml("docker-compose.yml")
+    services = compose["services"]
+    assert {"broker", "worker"} <= set(services)
+    broker, worker = services["broker"], services["worker"]
+    assert broker["build"] == "." and worker["build"] == "."
+    for port in ("6379:6379", "8080:8080", "9091:9091"):
+        assert port in broker["ports"]
+    assert "./config.yaml:/app/config.yaml:ro" in broker["volumes"]
+    assert "./data:/var/lib/task-queue" in broker["volumes"]
+    assert worker["command"] == ["./tq-worker", "--broker-addr", "broker:6379"]
+    assert "broker" in worker["depends_on"]
+    # ./data is created by Docker as root: init-data hands it to the image's user first.
+    init = services["init-data"]
+    assert init["command"][:3] == ["chown", "-R", "10001:10001"]
+    assert "./data:/var/lib/task-queue" in init["volumes"]
+    assert broker["depends_on"]["init-data"]["condition"] == "service_completed_successfully"
+    assert "/health" in " ".join(broker["healthcheck"]["test"])
+
+
+def test_compose_cluster_three_raft_nodes():
+    compose = load_yaml("docker-compose.cluster.yml")
+    services = compose["services"]
+    brokers = sorted(name for name in services if name.startswith("broker"))
+    assert brokers == ["broker1", "broker2", "broker3"]
+    secrets, node_ids, host_ports = set(), set(), set()
+    for name in brokers:
+        service = services[name]
+        config_mount = next(v for v in service["volumes"] if v.endswith(":/app/config.yaml:ro"))
+        path = ROOT / config_mount.split(":")[0]
+        config = cfg.load(path)  # valid as the broker will read it
+        raft = config.raft
+        assert raft.enabled and raft.port == 6380
+        others = {f"{other}:6379" for other in brokers if other != name}
+        assert set(raft.peers) == others, (name, raft.peers)
+        assert config.broker.advertise_host == name
+        # Raft keeps its journal beside data_dir: both must be inside the volume.
+        volume = next(v for v in service["volumes"] if v.endswith(":/var/lib/task-queue"))
+        assert volume.split(":")[0] in compose["volumes"]
+        assert Path(config.persistence.data_dir).parent == Path("/var/lib/task-queue")
+        secrets.add(raft.secret)
+        node_ids.add(raft.node_id)
+        host_ports.update(p.split(":")[0] for p in service["ports"])
+    assert len(secrets) == 1 and len(node_ids) == 3
+    assert len(host_ports) == 12  # no two nodes publish the same host port
+    worker = services["worker"]
+    assert worker["command"][:2] == ["./tq-worker", "--broker-addr"]
+    assert set(worker["command"][2].split(",")) == {f"{b}:6379" for b in brokers}
+
+
+# --------------------------------------------------------------------------- slow: image
+
+def _docker(*args, check=True, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def image():
+    """Builds the image once per session with scripts/docker-image.sh."""
+    if os.environ.get("TQ_SKIP_DOCKER_TESTS") == "1":
+        pytest.skip("TQ_SKIP_DOCKER_TESTS=1")
+    if not shutil.which("docker"):
+        pytest.skip("no docker CLI on this machine (scripts/molecule-setup.sh installs it)")
+    answers = subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    if not answers and (os.geteuid() != 0 or not shutil.which("dockerd")):
+        pytest.skip("no docker daemon answers, and starting one needs root and dockerd")
+    tag = os.environ.get("TQ_IMAGE", "task-queue:test")
+    started = time.monotonic()
+    proc = subprocess.run(["bash", str(ROOT / "scripts/docker-image.sh")], cwd=ROOT,
+                          env=dict(os.environ, TQ_IMAGE=tag), capture_output=True, text=True,
+                          timeout=1800, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().splitlines()[-1] == tag
+    print(f"image {tag} built in {time.monotonic() - started:.0f}s")
+    return tag
+
+
+class Containers:
+    """Containers and one network for a test, all removed (with their volumes) after it."""
+
+    def __init__(self):
+        self.prefix = f"tqtest-{uuid.uuid4().hex[:8]}"
+        self.network = f"{self.prefix}-net"
+        self.names: list[str] = []
+        _docker("network", "create", self.network)
+
+    def run(self, name: str, image: str, *args: str, options: tuple = ()) -> str:
+        full = f"{self.prefix}-{name}"
+        _docker("run", "-d", "--name", full, "--network", self.network,
+                "--network-alias", name, *options, image, *args)
+        self.names.append(full)
+        return full
+
+    def host_port(self, name: str, port: int) -> int:
+        out = _docker("port", f"{self.prefix}-{name}", str(port)).stdout
+        return int(out.splitlines()[0].rsplit(":", 1)[1])
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n}\n" + _docker("logs", "--tail", "40", n, check=False).stdout
+                         + _docker("logs", "--tail", "40", n, check=False).stderr
+                         for n in self.names)
+
+    def close(self):
+        if self.names:
+            _docker("rm", "-f", "-v", *self.names, check=False)
+        _docker("network", "rm", self.network, check=False)
+
+
+@pytest.fixture
+def containers():
+    c = Containers()
+    yield c
+    c.close()
+
+
+def http(method: str, url: str, body: dict | None = None, timeout: float = 5.0):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def wait_for(predicate, timeout: float, what: str, logs=lambda: ""):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (OSError, ValueError) as exc:  # not listening yet, reset, bad JSON
+            last = exc
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{logs()}")
+
+
+def healthy(port: int) -> bool:
+    status, body = http("GET", f"http://127.0.0.1:{port}/health")
+    return status == 200 and body["status"] == "healthy"
+
+
+@pytest.mark.slow
+def test_image_broker_and_worker_run_a_task_submitted_over_rest(image, containers):
+    # The compose file's single node, as plain `docker run`: the image's default command
+    # and config, the worker with the compose file's command.
+    containers.run("broker", image, options=("-p", "127.0.0.1::8080",
+                                             "-v", f"{containers.prefix}-data:/var/lib/task-queue"))
+    rest = containers.host_port("broker", 8080)
+    wait_for(lambda: healthy(rest), 60, "the broker's /health", containers.logs)
+    compose = load_yaml("docker-compose.yml")
+    containers.run("worker", image, *compose["services"]["worker"]["command"])
+
+    status, task = http("POST", f"http://127.0.0.1:{rest}/api/v1/tasks",
+                        {"type": "echo", "payload": {"from": "docker"}})
+    assert status == 201, task
+
+    def done():
+        _, body = http("GET", f"http://127.0.0.1:{rest}/api/v1/tasks/{task['id']}")
+        return body if body["status"] == "completed" else None
+
+    final = wait_for(done, 60, "the task to complete", containers.logs)
+    assert final["result"] == {"from": "docker"}
+    assert final["worker"]
+
+    # Non-root, data on the volume, the three commands on PATH and in /app.
+    broker = f"{containers.prefix}-broker"
+    assert _docker("exec", broker, "id", "-un").stdout.strip() == "taskqueue"
+    listing = _docker("exec", broker, "ls", "/var/lib/task-queue").stdout.split()
+    assert "CURRENT" in listing  # RocksDB's files
+    depth = _docker("exec", broker, "./tq-admin", "--json", "queue-depth").stdout
+    assert json.loads(depth)["default"]["completed"] == 1
+    assert _docker("exec", broker, "tq-worker", "--help").returncode == 0
+
+    # docker stop sends SIGTERM to tq-broker itself (PID 1): a clean, quick shutdown.
+    started = time.monotonic()
+    _docker("stop", "-t", "20", broker)
+    assert time.monotonic() - started < 15
+    assert "broker stopped" in _docker("logs", broker).stderr
+
+
+@pytest.mark.slow
+def test_image_three_node_cluster_from_the_compose_configs(image, containers):
+    compose = load_yaml("docker-compose.cluster.yml")
+    for name in ("broker1", "broker2", "broker3"):
+        config = next(v for v in compose["services"][name]["volumes"]
+                      if v.endswith(":/app/config.yaml:ro"))
+        source, target = config.split(":")[:2]
+        containers.run(name, image, options=(
+            "-p", "127.0.0.1::8080", "-v", f"{ROOT / source}:{target}:ro",
+            "-v", f"{containers.prefix}-{name}:/var/lib/task-queue"))
+    ports = {name: containers.host_port(name, 8080) for name in ("broker1", "broker2", "broker3")}
+    for port in ports.values():
+        wait_for(lambda: healthy(port), 90, "a leader on every node", containers.logs)
+    containers.run("worker", image, *compose["services"]["worker"]["command"])
+
+    # Submitted to a follower or the leader, alike: followers forward to the leader.
+    ids = []
+    for port in ports.values():
+        status, task = http("POST", f"http://127.0.0.1:{port}/api/v1/tasks",
+                            {"type": "echo", "payload": {"port": port}})
+        assert status == 201, task
+        ids.append(task["id"])
+
+    def all_done():
+        port = ports["broker3"]
+        states = [http("GET", f"http://127.0.0.1:{port}/api/v1/tasks/{i}")[1]["status"]
+                  for i in ids]
+        return all(s == "completed" for s in states)
+
+    wait_for(all_done, 60, "the tasks to complete", containers.logs)
+    status, cluster = http("GET", f"http://127.0.0.1:{ports['broker1']}/api/v1/cluster")
+    assert status == 200
+    roles = sorted(node["role"] for node in cluster["nodes"])
+    assert roles == ["follower", "follower", "leader"], cluster
