@@ -273,3 +273,17 @@ def test_usage_errors_exit_2(args, message):
     result = subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_second_signal_skips_the_rest_of_the_grace_period(client, start_worker):
+    worker = start_worker("--shutdown-grace-secs", "60")
+    job = client.submit("record", {"seconds": 60}, retry_backoff_secs=0.01)
+    wait_for(lambda: worker.evidence_lines(), 10, what="the job to start")
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert worker.alive()  # waiting for the job, as it should
+    started = time.monotonic()
+    worker.signal(signal.SIGINT)
+    assert worker.wait(15) == 0
+    assert time.monotonic() - started < 5
+    assert client.get(job["id"])["error"].startswith("WorkerShutdown")
