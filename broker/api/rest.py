@@ -158,8 +158,13 @@ class RestServer:
             if self.broker.stopping.is_set():
                 return json_response({"status": "stopping"}, 503)
             status = service.log.status()
-            if not status.get("leader"):
-                return json_response({"status": "no_leader", "role": status.get("role")}, 503)
+            # A cluster node serves when it knows a leader it can reach (leader_id is set
+            # only then): a follower cut off from the quorum stops passing the check.
+            if not status.get("leader") or (status.get("mode") != "single"
+                                            and not status.get("leader_id")):
+                return json_response({"status": "no_leader", "role": status.get("role"),
+                                      "node_id": status.get("node_id"),
+                                      "leader": status.get("leader")}, 503)
             return json_response({"status": "healthy", "role": status.get("role"),
                                   "node_id": status.get("node_id"),
                                   "leader": status.get("leader")})

@@ -1,0 +1,131 @@
+"""The APIs on a real 3-node Raft cluster: health and leader checks for a load balancer,
+writes through a follower's REST port, Raft figures in the metrics, gRPC cluster status."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import httpx
+import pytest
+import yaml
+
+from broker.api import taskqueue_pb2 as pb
+from broker.api import taskqueue_pb2_grpc as pb_grpc
+from tests.api_support import wait_port
+from tests.brokerproc import free_port
+from tests.fault.cluster import Cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path, 3, election_timeout_ms=400)
+    for node in c.nodes:  # every node gets its own API ports
+        node.config["api"] = {"rest_port": free_port(), "grpc_port": free_port()}
+        node.config["monitoring"] = dict(node.config.get("monitoring", {}),
+                                         prometheus_port=free_port())
+        node.config_path.write_text(yaml.safe_dump(node.config))
+    c.start()
+    for node in c.nodes:
+        for port in (node.config["api"]["rest_port"], node.config["api"]["grpc_port"],
+                     node.config["monitoring"]["prometheus_port"]):
+            wait_port(port, 20)
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def rest(node) -> str:
+    return f"http://127.0.0.1:{node.config['api']['rest_port']}"
+
+
+def leader_checks(cluster, alive) -> dict[int, int]:
+    return {i: httpx.get(f"{rest(cluster.nodes[i])}/health/leader", timeout=5).status_code
+            for i in alive}
+
+
+def wait_single_leader(cluster, alive, timeout=30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        codes = leader_checks(cluster, alive)
+        leaders = [i for i, code in codes.items() if code == 200]
+        if len(leaders) == 1 and all(code == 503 for i, code in codes.items()
+                                     if i != leaders[0]):
+            return leaders[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no single leader: {leader_checks(cluster, alive)}")
+
+
+def wait_healthy(node, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = httpx.get(f"{rest(node)}/health", timeout=5)
+        if r.status_code == 200:
+            assert r.json()["status"] == "healthy"
+            return
+        assert r.json()["status"] == "no_leader"
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+
+
+def metric(node, name: str, labels: str = "") -> float:
+    text = httpx.get(f"http://127.0.0.1:{node.config['monitoring']['prometheus_port']}"
+                     "/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} "):
+            return float(line.split()[-1])
+    raise KeyError(name + labels)
+
+
+def test_health_leader_check_follows_the_leader(cluster):
+    leader = wait_single_leader(cluster, range(3))
+    follower = (leader + 1) % 3
+    for i in range(3):
+        wait_healthy(cluster.nodes[i])
+    r = httpx.get(f"{rest(cluster.nodes[follower])}/health/leader", timeout=5)
+    assert r.json()["status"] == "not_leader"
+    assert r.json()["leader"] == cluster.nodes[leader].addr
+
+    # A write through a follower's REST port is forwarded to the leader.
+    created = httpx.post(f"{rest(cluster.nodes[follower])}/api/v1/tasks",
+                         json={"type": "echo", "payload": {"via": "follower"}}, timeout=10)
+    assert created.status_code == 201, created.text
+    cluster.wait_converged(20)
+    got = httpx.get(f"{rest(cluster.nodes[leader])}/api/v1/tasks/{created.json()['id']}")
+    assert got.status_code == 200
+
+    # Raft figures in the metrics; cluster status over gRPC from a follower.
+    assert metric(cluster.nodes[leader], "tq_raft_role", '{role="leader"}') == 1
+    assert metric(cluster.nodes[follower], "tq_raft_role", '{role="follower"}') == 1
+    assert metric(cluster.nodes[follower], "tq_raft_is_leader") == 0
+    assert metric(cluster.nodes[leader], "tq_raft_term") >= 1
+    assert metric(cluster.nodes[follower], "tq_raft_applied_index") >= 1
+    with grpc.insecure_channel(
+            f"127.0.0.1:{cluster.nodes[follower].config['api']['grpc_port']}") as ch:
+        status = pb_grpc.TaskQueueStub(ch).ClusterStatus(pb.ClusterStatusRequest(), timeout=5)
+    assert status.mode == "raft" and status.role == "follower"
+    assert status.leader == cluster.nodes[leader].addr and len(status.nodes) == 3
+    cluster_json = httpx.get(f"{rest(cluster.nodes[follower])}/api/v1/cluster").json()
+    assert cluster_json["mode"] == "raft" and len(cluster_json["nodes"]) == 3
+
+    # The leader dies: the survivors elect another, and the check moves with it.
+    cluster.kill(leader)
+    survivors = [i for i in range(3) if i != leader]
+    new_leader = wait_single_leader(cluster, survivors)
+    assert new_leader != leader
+    wait_healthy(cluster.nodes[new_leader])
+
+    # Only one node left: no quorum, so no leader; the node says it cannot serve.
+    cluster.kill(new_leader)
+    last = next(i for i in survivors if i != new_leader)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{rest(cluster.nodes[last])}/health", timeout=5)
+        if r.status_code == 503:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 503 and r.json()["status"] == "no_leader", r.text
+    assert httpx.get(f"{rest(cluster.nodes[last])}/health/leader").status_code == 503
