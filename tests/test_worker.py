@@ -117,6 +117,16 @@ def test_process_pool_uses_child_processes_and_recycles_them(client, start_worke
     assert all(t["result"]["id"] == i for i, t in tasks.items())
 
 
+def test_process_pool_runs_cpu_bound_jobs_in_parallel(client, start_worker):
+    worker = start_worker("--pool", "process", "--concurrency", "2")
+    ids = [client.submit("spin", {"seconds": 1.5})["id"] for _ in range(2)]
+    tasks = wait_statuses(client, ids, timeout=30)
+    a, b = (tasks[i]["result"] for i in ids)
+    assert a["pid"] != b["pid"] and worker.proc.pid not in (a["pid"], b["pid"])
+    # Both ran at the same time, each in its own process (no GIL between them).
+    assert a["started"] < b["ended"] and b["started"] < a["ended"]
+
+
 def test_process_pool_kills_a_runaway_handler(client, start_worker):
     start_worker("--pool", "process", "--concurrency", "1")
     runaway = client.submit("spin", {"seconds": 60}, timeout_secs=0.5, max_retries=0)

@@ -57,11 +57,12 @@ async def async_sleep(payload):
 @task("spin")
 def spin(payload):
     """CPU-bound until payload.seconds pass (a runaway handler when they are many)."""
+    started = time.time()
     end = time.monotonic() + float(payload["seconds"])
     n = 0
     while time.monotonic() < end:
         n += 1
-    return {"pid": os.getpid(), "loops": n}
+    return {"pid": os.getpid(), "loops": n, "started": started, "ended": time.time()}
 
 
 @task("unserialisable")
