@@ -128,9 +128,12 @@ class DurableJournal(_journal.FileJournal):
       touching the file; only a different entry makes the truncation physical.
     * log compaction (``deleteEntriesTo``) cleared the file and re-added the kept entries:
       here a new file is written, fsynced and renamed over the old one.
-    * loading a snapshot (restart or install) ``clear()``s the journal and adds the
-      snapshot's last two entries: when the journal already holds those two entries, the
-      entries after them are kept (Raft's InstallSnapshot rule), not thrown away.
+    * loading this node's own snapshot at start-up ``clear()``s the journal and adds the
+      snapshot's last two entries (when compaction was interrupted by a crash): when the
+      journal already holds those two entries, the entries after them are kept. (A
+      snapshot received from a leader still replaces the journal: pysyncobj then reports
+      the whole journal as matching the leader's, so keeping a stale tail would be unsafe;
+      the owner sets ``keep_after_snapshot`` accordingly.)
     """
 
     def __init__(self, path: str, sync_interval_ms: int):
@@ -143,6 +146,7 @@ class DurableJournal(_journal.FileJournal):
         self._tail: list = []  # logically truncated, physically present entries
         self._cleared: list | None = None  # entries of a pending clear()
         self._readopt = False  # re-adopt the whole tail at the next read (after a restore)
+        self.keep_after_snapshot = True  # False while installing a leader's snapshot
         self.syncs = 0
         self.readopted = 0
 
@@ -233,6 +237,10 @@ class DurableJournal(_journal.FileJournal):
     def clear(self):
         self._settle_view()
         self._realize_tail()
+        if not self.keep_after_snapshot:
+            super().clear()
+            self._dirty = True
+            return
         self._cleared = list(self._entries)
         del self._entries[:]
 
