@@ -318,6 +318,19 @@ class _Endpoint:
         self.address = leader
         return True
 
+    def _follow_hello_refusal(self, error: BrokerError, address: Address,
+                              candidates: list[Address], errors: list[str]) -> None:
+        """A HELLO refused with NOTLEADER: queue the leader it names to be tried next.
+        Any other refusal (NOAUTH, BADVERSION...) is final and raised."""
+        leader = _leader_address(error) if error.code == NOTLEADER else None
+        if leader is None or leader == address or len(errors) > MAX_REDIRECTS + len(
+                self.addresses):
+            raise error
+        errors.append(f"{address[0]}:{address[1]}: {error}")
+        candidates.insert(0, leader)
+        if leader not in self.addresses:
+            self.addresses.append(leader)
+
     def _reply_deadline(self, command: str, arg: Any) -> float | None:
         if self.reply_timeout is None:
             return None
@@ -356,20 +369,20 @@ class Client(_Endpoint, _Commands):
     def connect(self) -> dict:
         """Connect to the first reachable address and say HELLO; returns the HELLO reply."""
         self.close()
-        errors = []
-        for address in self._candidates():
+        errors: list[str] = []
+        candidates = self._candidates()
+        while candidates:
+            address = candidates.pop(0)
             try:
                 self._open(address)
-            except (OSError, ConnectionLost) as exc:
-                errors.append(f"{address[0]}:{address[1]}: {exc}")
-                self.close()
-                continue
-            try:
                 self.hello_reply = self._roundtrip("HELLO", self._hello())
-            except BaseException:
+                return self.hello_reply
+            except (OSError, ConnectionLost) as exc:
                 self.close()
-                raise
-            return self.hello_reply
+                errors.append(f"{address[0]}:{address[1]}: {exc}")
+            except BrokerError as exc:
+                self.close()
+                self._follow_hello_refusal(exc, address, candidates, errors)
         raise ConnectionLost("cannot connect to the broker: " + "; ".join(errors))
 
     def connect_with_backoff(self, deadline_secs: float | None = None,
@@ -557,7 +570,6 @@ class AsyncClient(_Endpoint, _Commands):
                          reply_timeout)
         self._conn: _ReplyProtocol | None = None
         self._connect_lock: asyncio.Lock | None = None
-        self.on_connect: Callable[[dict], Any] | None = None  # called after each HELLO
 
     async def __aenter__(self) -> "AsyncClient":
         await self.connect()
@@ -577,22 +589,24 @@ class AsyncClient(_Endpoint, _Commands):
         async with self._connect_lock:
             if self.connected:
                 return self.hello_reply
-            errors = []
-            for address in self._candidates():
+            errors: list[str] = []
+            candidates = self._candidates()
+            while candidates:
+                address = candidates.pop(0)
+                conn = None
                 try:
                     conn = await self._open(address)
-                except (OSError, asyncio.TimeoutError) as exc:
-                    errors.append(f"{address[0]}:{address[1]}: {exc or type(exc).__name__}")
-                    continue
-                try:
                     reply = await self._send(conn, "HELLO", self._hello())
-                except BaseException:
-                    conn.transport.abort()
-                    raise
-                self._conn, self.address, self.hello_reply = conn, address, reply
-                if self.on_connect is not None:
-                    self.on_connect(reply)
-                return reply
+                except (OSError, asyncio.TimeoutError, ConnectionLost) as exc:
+                    errors.append(f"{address[0]}:{address[1]}: {exc or type(exc).__name__}")
+                except BrokerError as exc:
+                    self._follow_hello_refusal(exc, address, candidates, errors)
+                else:
+                    self._conn, self.address, self.hello_reply = conn, address, reply
+                    return reply
+                finally:
+                    if conn is not None and self._conn is not conn:
+                        conn.transport.abort()
             raise ConnectionLost("cannot connect to the broker: " + "; ".join(errors))
 
     async def connect_with_backoff(self, deadline_secs: float | None = None,

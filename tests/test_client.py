@@ -294,3 +294,30 @@ def test_async_cannot_connect():
         with pytest.raises(ConnectionLost):
             await AsyncClient(f"127.0.0.1:{free_port()}").connect()
     run(main())
+
+
+def test_hello_refused_with_notleader_connects_to_the_leader(broker):
+    follower = FakeBroker().start()
+    try:
+        follower.override["HELLO"] = encode_error("NOTLEADER", f"leader={broker.addr}")
+        with Client(follower.address) as c:
+            assert c.address == ("127.0.0.1", broker.port) and c.ping() == "PONG"
+
+        async def main():
+            async with AsyncClient(follower.address) as a:
+                assert a.address == ("127.0.0.1", broker.port)
+                return await a.ping()
+        assert run(main()) == "PONG"
+    finally:
+        follower.stop()
+
+
+def test_hello_refusals_other_than_notleader_are_final(broker):
+    follower = FakeBroker().start()
+    try:
+        follower.override["HELLO"] = encode_error("BADVERSION", "speak 2")
+        with pytest.raises(BrokerError) as info:
+            Client(f"{follower.address},{broker.addr}").connect()
+        assert info.value.code == "BADVERSION"
+    finally:
+        follower.stop()
