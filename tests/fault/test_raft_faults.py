@@ -35,7 +35,7 @@ from tests.fault.load import Load, Record, check
 
 pytestmark = pytest.mark.slow
 
-FOLLOWER_WRITES = 300
+FOLLOWER_WRITES = 500
 ELECTION_MS = 500
 
 
