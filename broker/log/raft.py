@@ -596,6 +596,7 @@ class RaftLog(Log):
             peer.setdefault("applied_index", None)
             peer.setdefault("reachable", False)
             peer["address"] = self.client_address.get(raft_addr, raft_addr)
+            peer["node_id"] = peer["node_id"] or peer["address"]  # until it first answers
             peer["raft_address"] = raft_addr
             if not peer["reachable"]:
                 peer["role"] = "unreachable"
