@@ -145,7 +145,7 @@ class RestServer:
                 code = _SANIC_CODES.get(status, errors.BADREQ if status < 500
                                         else errors.INTERNAL)
                 # e.g. 405 carries Allow: the methods the route does take
-                headers = {k: v for k, v in (getattr(exc, "headers", None) or {}).items()}
+                headers = dict(getattr(exc, "headers", None) or {})
                 return error_response(code, str(exc) or code, status, headers)
             log.error("internal error serving %s %s", request.method, request.path,
                       exc_info=exc)
