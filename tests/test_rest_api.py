@@ -135,6 +135,7 @@ def test_unknown_route_and_method_are_json(http):
     assert r.status_code == 404 and error_of(r) == "NOTFOUND"
     r = http.delete("/api/v1/tasks")
     assert r.status_code == 405 and error_of(r) == "BADREQ"
+    assert {"GET", "POST"} <= {m.strip() for m in r.headers["allow"].split(",")}
 
 
 def test_bulk_submit(http):
