@@ -183,6 +183,34 @@ class Cluster:
         finally:
             db.close()
 
+    def applied_in_db(self, i: int) -> int:
+        path = self.nodes[i].config["persistence"]["data_dir"]
+        db = rocksdict.Rdict(path, rocksdict.Options(raw_mode=True),
+                             access_type=rocksdict.AccessType.read_only())
+        try:
+            from broker import keys
+            raw = db.get(keys.META_APPLIED)
+            return 0 if raw is None else int(raw)
+        finally:
+            db.close()
+
+    def frozen_db_digests(self, attempts: int = 30) -> dict[str, str]:
+        """Digest of every node's RocksDB, read while all nodes are SIGSTOPped at the same
+        applied index (the leader's sweeper keeps committing small entries)."""
+        for _ in range(attempts):
+            for i in range(len(self.nodes)):
+                self.pause(i)
+            try:
+                indexes = {self.applied_in_db(i) for i in range(len(self.nodes))}
+                if len(indexes) == 1:
+                    return {self.nodes[i].name: self.db_digest(i)
+                            for i in range(len(self.nodes))}
+            finally:
+                for i in range(len(self.nodes)):
+                    self.resume(i)
+            time.sleep(0.2)
+        raise AssertionError("nodes never stood still at one applied index")
+
     def count_in_logs(self, text: str) -> int:
         total = 0
         for node in self.nodes:
