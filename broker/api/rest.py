@@ -247,8 +247,9 @@ class RestServer:
         @app.get(f"{PREFIX}/queues/<queue:str>")
         async def queue(request, queue):
             principal = await self._principal(request)
+            all_depths = service.queues(principal)["queues"]  # permission first
             name = v.queue_name(queue)
-            depths = service.queues(principal)["queues"].get(name)
+            depths = all_depths.get(name)
             if depths is None:
                 raise ServiceError(errors.NOTFOUND, f"no queue {name!r} (no task was "
                                    "ever submitted to it)")
