@@ -21,11 +21,13 @@ HTPASSWD_KEY = "htpasswd-made-key"
 
 
 def htpasswd_hash(key: str) -> str:
-    """What the guide's `htpasswd -nBC 10 "" | tr -d ':\\n'` prints ($2y$, cost 10)."""
+    """What the guide's `echo -n KEY | htpasswd -nBC 10 "" | tr -d ':\\n'` is meant to print
+    ($2y$, cost 10). Piped, htpasswd needs -i (read the password once from stdin): without
+    it, it asks twice, gets EOF the second time and prints nothing."""
     if shutil.which("htpasswd"):
-        out = subprocess.run(["htpasswd", "-nbBC", "10", "", key], check=True,
+        out = subprocess.run(["htpasswd", "-inBC", "10", ""], input=key, check=True,
                              capture_output=True, text=True).stdout
-        return out.strip().lstrip(":")
+        return out.replace(":", "").replace("\n", "")
     return "$2y$" + bcrypt.hashpw(key.encode(), bcrypt.gensalt(10)).decode()[4:]
 
 
