@@ -200,3 +200,14 @@ def test_server_reflection_lists_the_services(channel):
     names = {s.name for s in listed.list_services_response.service}
     assert {"tq.v1.TaskQueue", "grpc.health.v1.Health"} <= names
     assert files.file_descriptor_response.file_descriptor_proto
+
+
+@pytest.mark.parametrize("raw", [b"\x12\x02\xff\xfe", b"\xff\xff\xff"],
+                         ids=["bad-utf8", "corrupt-wire"])
+def test_malformed_protobuf_is_invalid_argument(channel, raw):
+    call = channel.unary_unary("/tq.v1.TaskQueue/Submit", request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b)
+    with pytest.raises(grpc.RpcError) as info:
+        call(raw, timeout=5)
+    assert info.value.code() == SC.INVALID_ARGUMENT
+    assert dict(info.value.trailing_metadata())["tq-error-code"] == "BADREQ"

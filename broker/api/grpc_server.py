@@ -14,6 +14,7 @@ code in the trailing metadata ``tq-error-code``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -271,6 +272,57 @@ class TaskQueueServicer(pb_grpc.TaskQueueServicer):
                                          applied_index=int(result["applied_index"]))
 
 
+# ------------------------------------------------------------------------- interceptor
+
+class _Malformed:
+    __slots__ = ("message",)
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class MalformedRequestGuard(grpc.aio.ServerInterceptor):
+    """A request that does not parse as its protobuf message (corrupt wire format, bad
+    UTF-8 in a string field) gets INVALID_ARGUMENT/BADREQ instead of grpc's UNKNOWN and an
+    error traceback in the log. Unary methods only (the API is unary; reflection streams
+    are left alone). Wrapped handlers are cached per method."""
+
+    def __init__(self):
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, details):
+        method = details.method
+        cached = self._cache.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        if (handler is None or handler.unary_unary is None
+                or handler.request_deserializer is None):
+            return handler
+        deserialize, behavior = handler.request_deserializer, handler.unary_unary
+
+        def safe_deserialize(data: bytes):
+            try:
+                return deserialize(data)
+            except Exception as exc:
+                return _Malformed(str(exc))
+
+        async def guarded(request, context):
+            if isinstance(request, _Malformed):
+                context.set_trailing_metadata((("tq-error-code", errors.BADREQ),))
+                await context.abort(SC.INVALID_ARGUMENT,
+                                    f"{errors.BADREQ} malformed request: {request.message}")
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=safe_deserialize,
+            response_serializer=handler.response_serializer)
+        if len(self._cache) < 256:
+            self._cache[method] = wrapped
+        return wrapped
+
+
 # ------------------------------------------------------------------------------ server
 
 def server_credentials(api) -> grpc.ServerCredentials:
@@ -290,7 +342,7 @@ class GrpcServer:
     async def start(self, host: str, port: int, ssl=None) -> None:
         config = self.broker.config
         limit = int(config.api.max_body_bytes)
-        server = grpc.aio.server(options=[
+        server = grpc.aio.server(interceptors=[MalformedRequestGuard()], options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 64 << 20)),
