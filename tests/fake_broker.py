@@ -28,6 +28,7 @@ class FakeBroker:
         self.commands: list[tuple[str, object]] = []  # everything received, for assertions
         self.hellos: list[dict] = []
         self.override: dict[str, bytes] = {}  # command -> canned raw reply
+        self.swallow: collections.Counter = collections.Counter()  # command -> replies to drop
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
@@ -85,6 +86,9 @@ class FakeBroker:
         self.commands.append((command, arg))
         if command in self.override:
             return self.override[command]
+        if self.swallow[command] > 0:  # a half-open connection: the request vanishes
+            self.swallow[command] -= 1
+            return b""
         handler = getattr(self, "do_" + command.replace("-", "_"), None)
         if handler is None:
             return encode_error("BADREQ", f"unknown command {command}")

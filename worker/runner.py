@@ -63,6 +63,8 @@ class WorkerConfig:
     max_tasks_per_child: int | None = None
     shutdown_grace_secs: float = 30.0
     fetch_timeout_ms: int = 2000
+    # A reply this late (beyond FETCH's own wait) means a dead connection: drop, reconnect.
+    reply_timeout_secs: float = 30.0
     api_key: str | None = None
     ssl_context: Any = None
     worker_id: str | None = None
@@ -181,7 +183,7 @@ class Worker:
                     "pid": os.getpid(), "queues": list(config.queues),
                     "concurrency": config.concurrency}
         client_args = dict(api_key=config.api_key, ssl_context=config.ssl_context,
-                           identity=identity)
+                           identity=identity, reply_timeout=config.reply_timeout_secs)
         # Two connections: FETCH blocks, and nothing may wait behind it (see module doc).
         self.control = AsyncClient(config.addresses, **client_args)
         self.fetcher = AsyncClient(config.addresses, **client_args)

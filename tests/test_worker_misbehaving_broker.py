@@ -1,20 +1,21 @@
-"""The worker's Reporter: ACK batching and retrying through broker trouble.
+"""Worker behaviour against a broker that misbehaves on demand (tests/fake_broker.py):
+ACK batching, retries through UNAVAILABLE and lost connections, a FETCH that never returns.
 
-Uses tests/fake_broker.py, because these need a broker that answers UNAVAILABLE on demand
-and counts the commands it receives; everything else about the worker is tested against the
-real broker in test_worker.py.
+Everything else about the worker is tested against the real broker in test_worker.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from taskqueue.client import AsyncClient, Client
 from taskqueue.resp import encode_error
 from tests.fake_broker import FakeBroker
-from worker.runner import Reporter
+import worker.examples  # noqa: F401  (registers echo)
+from worker.runner import Reporter, Worker, WorkerConfig
 
 
 @pytest.fixture
@@ -79,3 +80,27 @@ def test_fail_is_retried_after_a_lost_connection(fake):
 
     assert asyncio.run(main()) == "OK"
     assert fake.tasks[job["id"]]["status"] == "dead"
+
+
+def test_worker_recovers_from_a_fetch_that_never_returns(fake):
+    """A half-open connection (the reply never comes) must not end consumption."""
+    fake.swallow["FETCH"] = 1
+
+    async def main():
+        w = Worker(WorkerConfig(addresses=fake.address, concurrency=2, fetch_timeout_ms=200,
+                                reply_timeout_secs=0.5, heartbeat_interval_secs=0.2))
+        running = asyncio.create_task(w.run())
+        await asyncio.sleep(0.1)
+        producer = AsyncClient(fake.address)
+        task = await producer.submit("echo", "still here")
+        deadline = time.monotonic() + 10
+        while fake.tasks[task["id"]]["status"] != "completed":
+            assert time.monotonic() < deadline, "the worker stopped consuming"
+            await asyncio.sleep(0.05)
+        w.request_shutdown()
+        await producer.close()
+        return await running, w.reconnects
+
+    exit_code, reconnects = asyncio.run(main())
+    assert exit_code == 0 and reconnects == 1
+    assert fake.swallow["FETCH"] == 0
