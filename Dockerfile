@@ -71,8 +71,8 @@ RUN if ! command -v python3 >/dev/null; then \
 RUN groupadd --system --gid 10001 taskqueue \
     && useradd --system --uid 10001 --gid taskqueue --home-dir /var/lib/task-queue \
                --shell /usr/sbin/nologin taskqueue \
-    && mkdir -p /var/lib/task-queue /app \
-    && chown taskqueue:taskqueue /var/lib/task-queue /app
+    && mkdir -p /var/lib/task-queue /backups /app \
+    && chown taskqueue:taskqueue /var/lib/task-queue /backups /app
 
 COPY --from=builder /opt/task-queue /opt/task-queue
 ENV PATH=/opt/task-queue/bin:$PATH \
@@ -81,6 +81,8 @@ ENV PATH=/opt/task-queue/bin:$PATH \
 
 WORKDIR /app
 COPY config.yaml /app/config.yaml
+# The operator scripts (backup, restore, health check, migration): docs/operations.md.
+COPY scripts/ops/ /app/ops/
 # The guide runs ./tq-broker, ./tq-worker, ./tq-admin from /app: those work too.
 RUN ln -s /opt/task-queue/bin/tq-broker /opt/task-queue/bin/tq-worker \
           /opt/task-queue/bin/tq-admin /app/

@@ -46,6 +46,12 @@ DATA_DIR="${DATA_DIR%/}"
 [ ! -e "$DATA_DIR.raft" ] || die "$DATA_DIR.raft exists: this is a Raft cluster node. Do not \
 restore it from a backup; wipe it and let it catch up from its peers (docs/operations.md)."
 
+if command -v mountpoint >/dev/null 2>&1 && mountpoint -q "$DATA_DIR"; then
+  die "$DATA_DIR is a mount point (a container volume?): it cannot be moved aside. Run the \
+restore where the volume's folder is an ordinary directory (the host's ./data for \
+docker-compose.yml), with the broker container stopped."
+fi
+
 # 1. A whole snapshot?
 listing="$(tar -tzf "$TARBALL")" || die "$TARBALL: not a readable .tar.gz"
 grep -qx './CURRENT' <<<"$listing" || die "$TARBALL: no RocksDB CURRENT file: not a backup.sh backup"
@@ -62,6 +68,10 @@ fi
 db_in_use() {
   # RocksDB holds an fcntl lock on DIR/LOCK while a process has the database open.
   [ -f "$DATA_DIR/LOCK" ] || return 1
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "restore.sh: no python3 to test the database lock; trusting that the broker is stopped" >&2
+    return 1
+  fi
   python3 - "$DATA_DIR/LOCK" <<'PY'
 import fcntl, sys
 with open(sys.argv[1], "r+") as f:
