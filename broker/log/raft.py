@@ -182,7 +182,6 @@ class RaftLog(Log):
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._wal_dirty = False
-        self._last_wal_sync = time.monotonic()
         self._peer_status: dict[str, dict] = {}
         self._status_thread: threading.Thread | None = None
         self._halt = threading.Event()
@@ -236,7 +235,8 @@ class RaftLog(Log):
         self.engine = await self._loop.run_in_executor(None, build)
         self.engine._SyncObj__transport.setOnUtilityMessageCallback("tqstatus",
                                                                     self._utility_status)
-        self.engine.addOnTickCallback(self._on_tick)
+        if self.sync_interval_ms:
+            threading.Thread(target=self._sync_loop, daemon=True, name="tq-raft-sync").start()
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="tq-raft-commit"))
         self._status_thread = threading.Thread(target=self._poll_peers, daemon=True,
                                                name="tq-raft-status")
@@ -405,7 +405,6 @@ class RaftLog(Log):
                 self.store.write(batch, self.sync_interval_ms == 0)
                 if self.sync_interval_ms:
                     self._wal_dirty = True
-                    self._sync_if_due()
         except Exception:
             # Memory is ahead of the disk: continuing could acknowledge what is not stored.
             log.critical("RocksDB write of entry %d failed; exiting", index, exc_info=True)
@@ -425,21 +424,19 @@ class RaftLog(Log):
         except Exception:
             log.exception("on_applied failed")
 
-    def _sync_if_due(self) -> None:
-        if self._wal_dirty and (time.monotonic() - self._last_wal_sync
-                                >= self.sync_interval_ms / 1000.0):
-            self._wal_dirty = False
-            self._last_wal_sync = time.monotonic()
-            self.store.sync_wal()
-
-    def _on_tick(self) -> None:
-        try:
-            if self.sync_interval_ms:
-                self._sync_if_due()
+    def _sync_loop(self) -> None:
+        """wal_sync_interval_ms > 0: fsync RocksDB's WAL and the journal every N ms, off
+        the Raft thread (an fsync can take tens of ms; heartbeats must not wait for it)."""
+        interval = self.sync_interval_ms / 1000.0
+        while not self._halt.wait(interval):
+            try:
+                if self._wal_dirty:
+                    self._wal_dirty = False
+                    self.store.sync_wal()
                 for journal in self.journals:
-                    journal.sync_if_due()
-        except Exception:
-            log.exception("periodic sync failed")
+                    journal.sync_from_other_thread()
+            except Exception:
+                log.exception("periodic sync failed")
 
     # ------------------------------------------------------------ tick thread: snapshots
 
