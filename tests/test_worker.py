@@ -263,14 +263,22 @@ def test_bad_api_key_is_fatal(broker_factory, tmp_path):
         assert "NOAUTH" in bad.logs()
     finally:
         bad.stop()
-    good = WorkerProcess(secured.addr, tmp_path, name="good",
-                         env={"TQ_API_KEY": "right-key"}).start()
+    key_file = tmp_path / "api_key.txt"
+    key_file.write_text("right-key\n")  # as `openssl rand ... > api_key.txt` leaves it
+    from_env = WorkerProcess(secured.addr, tmp_path, name="from-env",
+                             env={"TQ_API_KEY": "right-key"}).start()
+    from_file = WorkerProcess(secured.addr, tmp_path, "--api-key-file", str(key_file),
+                              name="from-file").start()
     try:
         with Client(secured.addr, api_key="right-key") as c:
-            job = c.submit("echo", "authorised")
-            assert wait_statuses(c, [job["id"]], timeout=20)[job["id"]]["status"] == "completed"
+            ids = [c.submit("echo", i)["id"] for i in range(20)]
+            tasks = wait_statuses(c, ids, timeout=20)
+            assert all(t["status"] == "completed" for t in tasks.values())
+            registered = {w["worker_id"] for w in c.workers()}
+            assert {from_env.worker_id, from_file.worker_id} <= registered
     finally:
-        good.stop()
+        from_env.stop()
+        from_file.stop()
 
 
 @pytest.mark.parametrize("args, message", [
