@@ -161,10 +161,11 @@ class RaftLog(Log):
             for peer in peers:
                 host, _, port = peer.rpartition(":")
                 peer_raft.append(f"{host}:{int(port) + 1}")
-        # raft address -> client (broker protocol) address
+        # raft address -> client (broker protocol) address; members added later are
+        # learned from their status replies
         self.client_address = dict(zip(peer_raft, peers))
         self.client_address[self.raft_address] = self.address
-        self.peer_raft = peer_raft
+        self._static_peers = peer_raft
         self.sync_interval_ms = config.persistence.wal_sync_interval_ms
         self.max_batch = config.persistence.max_batch_commands
         self.forward_timeout = raft.forward_timeout_secs
@@ -217,7 +218,7 @@ class RaftLog(Log):
             serializer=self._serialize,
             deserializer=self._deserialize,
             bindAddress=self.bind_address,
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,  # tq-raft add/remove (broker/log/raft_admin.py)
             useFork=False,
         )
 
@@ -537,8 +538,7 @@ class RaftLog(Log):
         leader = self.engine._getLeader()
         if leader is None:
             return None
-        raft_addr = getattr(leader, "address", str(leader))
-        return self.client_address.get(raft_addr, raft_addr)
+        return self._client_address(getattr(leader, "address", str(leader)))
 
     def _self_status(self) -> dict:
         engine = self.engine
@@ -553,7 +553,9 @@ class RaftLog(Log):
             "commit_index": engine.raftCommitIndex if engine else 0,
             "raft_applied_index": engine.raftLastApplied if engine else 0,
             "applied_index": self.view.applied_index,
-            "leader": self.client_address.get(leader_raft, leader_raft) if leader_raft else None,
+            "leader": self._client_address(leader_raft) if leader_raft else None,
+            "leader_raft": leader_raft,
+            "members": [self.raft_address] + self.peer_raft,
             "snapshots_taken": self.snapshots_taken,
             "snapshots_installed": self.snapshots_installed,
             "time": time.time(),
@@ -565,6 +567,25 @@ class RaftLog(Log):
         except Exception as exc:
             callback(None, str(exc))
 
+    @property
+    def peer_raft(self) -> list[str]:
+        """The other members' Raft addresses (the configured peers, then as changed by
+        membership entries in the log)."""
+        engine = self.engine
+        if engine is None:
+            return list(self._static_peers)
+        try:
+            return sorted(getattr(n, "address", str(n)) for n in engine.otherNodes)
+        except RuntimeError:  # the set changed while copied: membership entry applying
+            return list(self._static_peers)
+
+    def _client_address(self, raft_addr: str) -> str:
+        known = self.client_address.get(raft_addr)
+        if known:
+            return known
+        host, _, port = raft_addr.rpartition(":")
+        return f"{host}:{int(port) - 1}"  # the default layout: Raft port = broker port + 1
+
     def _poll_peers(self) -> None:
         while not self._halt.wait(STATUS_POLL_SECS):
             for raft_addr in self.peer_raft:
@@ -573,6 +594,8 @@ class RaftLog(Log):
                     if isinstance(reply, dict):
                         reply["reachable"] = True
                         reply["checked_at"] = time.time()
+                        if isinstance(reply.get("address"), str):
+                            self.client_address[raft_addr] = reply["address"]
                         self._peer_status[raft_addr] = reply
                         continue
                 except Exception:
@@ -592,7 +615,7 @@ class RaftLog(Log):
             peer.setdefault("commit_index", None)
             peer.setdefault("applied_index", None)
             peer.setdefault("reachable", False)
-            peer["address"] = self.client_address.get(raft_addr, raft_addr)
+            peer["address"] = self._client_address(raft_addr)
             peer["node_id"] = peer["node_id"] or peer["address"]  # until it first answers
             peer["raft_address"] = raft_addr
             if not peer["reachable"]:

@@ -350,19 +350,26 @@ def _recv(sock: socket.socket, auth: HmacAuthenticator, limit: int = 4 << 20):
     return _pickle.loads(zlib.decompress(payload))
 
 
-def query_status(address: str, auth: HmacAuthenticator, command: str = "tqstatus",
-                 timeout: float = 0.5):
-    """Call utility ``command`` on the peer whose Raft port is ``address``; its reply."""
+def utility(address: str, auth: HmacAuthenticator, args: list, timeout: float = 0.5):
+    """Call a pysyncobj utility command (``["status"]``, ``["add", "h:p"]``, ``["remove",
+    "h:p"]``, ``["transfer"]``, our ``["tqstatus"]``) on the node whose Raft port is
+    ``address``; return its reply."""
     host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+    with socket.create_connection((host, int(port)), timeout=min(timeout, 2.0)) as sock:
         sock.settimeout(timeout)
         my_key = os.urandom(32)
         _send(sock, auth, my_key)
         echoed, their_key = _recv(sock, auth)
         if echoed != my_key:
             raise InvalidFrame("handshake key mismatch")
-        _send(sock, auth, (their_key, [command]))
+        _send(sock, auth, (their_key, list(args)))
         echoed, reply = _recv(sock, auth)
         if echoed != my_key:
             raise InvalidFrame("reply key mismatch")
         return reply
+
+
+def query_status(address: str, auth: HmacAuthenticator, command: str = "tqstatus",
+                 timeout: float = 0.5):
+    """Our node status from the peer whose Raft port is ``address``."""
+    return utility(address, auth, [command], timeout)
