@@ -69,7 +69,7 @@ def fuzz(node, tmp_path, max_examples: int, max_time: int | None = None) -> None
 
 
 def test_openapi_fuzz_quick(node, tmp_path):
-    fuzz(node, tmp_path, max_examples=15)
+    fuzz(node, tmp_path, max_examples=10)
 
 
 @pytest.mark.slow
