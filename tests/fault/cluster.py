@@ -74,6 +74,14 @@ class Cluster:
         self._launch(self.nodes[i])
         self.nodes[i].wait_ready(30)
 
+    def restart_all(self) -> None:
+        """Start every stopped node at once (as after a power cut), then wait for each."""
+        down = [i for i in range(len(self.nodes)) if not self.alive(i)]
+        for i in down:
+            self._launch(self.nodes[i])
+        for i in down:
+            self.nodes[i].wait_ready(30)
+
     def kill(self, i: int) -> None:
         self.nodes[i].kill()
 

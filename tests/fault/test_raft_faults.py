@@ -277,8 +277,7 @@ def test_raft_fault_rounds(tmp_path):
                 cluster.kill(i)
             stats["faults"] += 1
             time.sleep(0.5)
-            for i in range(3):
-                cluster.restart(i)
+            cluster.restart_all()
             cluster.leader(30)
 
         def pause_leader():
