@@ -475,12 +475,19 @@ class Client(_Endpoint, _Commands):
 # ----------------------------------------------------------------------------- async client
 
 class _ReplyProtocol(asyncio.Protocol):
-    """One connection: writes frames, parses replies, resolves waiters in FIFO order."""
+    """One connection: writes frames, parses replies, resolves waiters in FIFO order.
+
+    Reply deadlines are watched by one timer per connection, not one per request: replies
+    come in request order, so only the oldest request still waiting can be overdue first.
+    """
 
     def __init__(self, on_lost: Callable[["_ReplyProtocol"], None]):
         self.transport: asyncio.Transport | None = None
         self.parser = ReplyParser()
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        # (future, deadline on the loop clock or None, what to name in a timeout error)
+        self.waiters: collections.deque[tuple[asyncio.Future, float | None, str]] = \
+            collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.error: Exception | None = None
         self._on_lost = on_lost
@@ -504,7 +511,7 @@ class _ReplyProtocol(asyncio.Protocol):
                     return
                 if not waiters:
                     raise ProtocolError("a reply with no request waiting for it")
-                waiter = waiters.popleft()
+                waiter = waiters.popleft()[0]
                 if not waiter.done():  # a caller that was cancelled still owns its slot
                     waiter.set_result(reply)
         except (ProtocolError, ValueError) as exc:
@@ -525,8 +532,11 @@ class _ReplyProtocol(asyncio.Protocol):
             return
         self.closed = True
         self.error = error
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self.waiters:
-            waiter = self.waiters.popleft()
+            waiter = self.waiters.popleft()[0]
             if not waiter.done():
                 waiter.set_exception(error)
                 # Mark it retrieved: a caller that timed out or was cancelled no longer
@@ -541,13 +551,32 @@ class _ReplyProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._can_write.set()
 
-    def send(self, frame: bytes) -> asyncio.Future:
+    def send(self, frame: bytes, label: str, timeout: float | None) -> asyncio.Future:
         if self.closed:
             raise self.error
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        deadline = None if timeout is None else loop.time() + timeout
+        self.waiters.append((waiter, deadline, f"{label}: no reply within {timeout}s"))
         self.transport.write(frame)
+        if deadline is not None and self._timer is None:
+            self._timer = loop.call_at(deadline, self._check_deadlines)
         return waiter
+
+    def _check_deadlines(self) -> None:
+        """A reply that never comes would stall every later one: drop the connection."""
+        self._timer = None
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        for _, deadline, overdue in self.waiters:
+            if deadline is None:
+                continue
+            if deadline <= loop.time():
+                self.abort(ConnectionLost(overdue))
+            else:
+                self._timer = loop.call_at(deadline, self._check_deadlines)
+            return
 
     async def wait_writable(self) -> None:
         if not self._can_write.is_set():
@@ -649,19 +678,9 @@ class AsyncClient(_Endpoint, _Commands):
 
     async def _send(self, conn: _ReplyProtocol, command: str, arg: Any) -> Any:
         await conn.wait_writable()
-        waiter = conn.send(_frame(command, arg))
-        deadline = self._reply_deadline(command, arg)
-        if deadline is None:
-            reply = await waiter
-        else:
-            try:
-                reply = await asyncio.wait_for(asyncio.shield(waiter), deadline)
-            except asyncio.TimeoutError:
-                # A reply that never comes would stall every later one on this connection.
-                error = ConnectionLost(f"{command}: no reply within {deadline:.1f}s")
-                conn.abort(error)
-                raise error from None
-        return _decode(reply)
+        waiter = conn.send(_frame(command, arg), command,
+                           self._reply_deadline(command, arg))
+        return _decode(await waiter)
 
     async def _call(self, command: str, arg: Any = _NO_ARG,
                     transform: Callable | None = None):
