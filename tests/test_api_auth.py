@@ -145,6 +145,8 @@ def grpc_calls(seeded, tmp):
         ("Requeue", pb.TaskRef(id=seeded["cancelled"]), "cancel_tasks"),
         ("Cancel", pb.TaskRef(id=seeded["cancelled"]), "cancel_tasks"),
         ("SetQueuePaused", pb.SetQueuePausedRequest(queue="authq", paused=False), "admin"),
+        ("SetWorkerState", pb.SetWorkerStateRequest(worker_id="auth-w", state="active"),
+         "admin"),
         ("CreateSnapshot", pb.CreateSnapshotRequest(path=str(tmp / uuid.uuid4().hex)),
          "admin"),
     ]

@@ -168,6 +168,15 @@ def test_workers_stats_cluster_snapshot(stub, node, tmp_path):
         w = workers[worker_id]
         assert w.hostname == "h2" and w.pid == 42 and list(w.queues) == ["a", "b"]
         assert w.state == "active" and w.HasField("last_seen")
+        reply = stub.SetWorkerState(pb.SetWorkerStateRequest(worker_id=worker_id,
+                                                              state="quiet"))
+        assert reply.state == "quiet"
+        workers = {w.worker_id: w for w in stub.Workers(pb.WorkersRequest()).workers}
+        assert workers[worker_id].state == "quiet"
+    assert status_of(stub.SetWorkerState, pb.SetWorkerStateRequest(
+        worker_id=worker_id, state="sleepy")) == (SC.INVALID_ARGUMENT, "BADREQ")
+    assert status_of(stub.SetWorkerState, pb.SetWorkerStateRequest(
+        worker_id="nobody", state="stop"))[0] == SC.NOT_FOUND
     stats = stub.Stats(pb.StatsRequest())
     assert stats.totals["submitted"] >= 0 and "pending" in stats.tasks
     assert stats.applied_index > 0 and "estimate_num_keys" in stats.rocksdb

@@ -252,6 +252,11 @@ class TaskQueueServicer(pb_grpc.TaskQueueServicer):
         rows = await self._run(context, lambda p: self.service.workers(p)["workers"])
         return pb.WorkersResponse(workers=[_worker(row) for row in rows])
 
+    async def SetWorkerState(self, request, context):
+        await self._run(context, lambda p: self.service.worker_state(
+            p, request.worker_id, request.state))
+        return pb.SetWorkerStateResponse(worker_id=request.worker_id, state=request.state)
+
     async def Stats(self, request, context):
         stats = await self._run(context, self.service.stats)
         return pb.StatsResponse(

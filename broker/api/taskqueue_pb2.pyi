@@ -237,6 +237,22 @@ class WorkersResponse(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[Worker]
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
 
+class SetWorkerStateRequest(_message.Message):
+    __slots__ = ("worker_id", "state")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    state: str
+    def __init__(self, worker_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class SetWorkerStateResponse(_message.Message):
+    __slots__ = ("worker_id", "state")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    state: str
+    def __init__(self, worker_id: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -79,6 +79,11 @@ class TaskQueueStub:
                 request_serializer=taskqueue__pb2.WorkersRequest.SerializeToString,
                 response_deserializer=taskqueue__pb2.WorkersResponse.FromString,
                 _registered_method=True)
+        self.SetWorkerState = channel.unary_unary(
+                '/tq.v1.TaskQueue/SetWorkerState',
+                request_serializer=taskqueue__pb2.SetWorkerStateRequest.SerializeToString,
+                response_deserializer=taskqueue__pb2.SetWorkerStateResponse.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/tq.v1.TaskQueue/Stats',
                 request_serializer=taskqueue__pb2.StatsRequest.SerializeToString,
@@ -153,6 +158,12 @@ class TaskQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetWorkerState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -218,6 +229,11 @@ def add_TaskQueueServicer_to_server(servicer, server):
                     servicer.Workers,
                     request_deserializer=taskqueue__pb2.WorkersRequest.FromString,
                     response_serializer=taskqueue__pb2.WorkersResponse.SerializeToString,
+            ),
+            'SetWorkerState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWorkerState,
+                    request_deserializer=taskqueue__pb2.SetWorkerStateRequest.FromString,
+                    response_serializer=taskqueue__pb2.SetWorkerStateResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -478,6 +494,33 @@ class TaskQueue:
             '/tq.v1.TaskQueue/Workers',
             taskqueue__pb2.WorkersRequest.SerializeToString,
             taskqueue__pb2.WorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWorkerState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/SetWorkerState',
+            taskqueue__pb2.SetWorkerStateRequest.SerializeToString,
+            taskqueue__pb2.SetWorkerStateResponse.FromString,
             options,
             channel_credentials,
             insecure,
