@@ -8,6 +8,7 @@ worker and a three-node cluster as plain ``docker run`` containers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -129,7 +130,9 @@ def image():
     answers = subprocess.run(["docker", "info"], capture_output=True).returncode == 0
     if not answers and (os.geteuid() != 0 or not shutil.which("dockerd")):
         pytest.skip("no docker daemon answers, and starting one needs root and dockerd")
-    tag = os.environ.get("TQ_IMAGE", "task-queue:test")
+    # One tag per checkout: test runs in other clones on this machine build their own.
+    checkout = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
+    tag = os.environ.get("TQ_IMAGE", f"task-queue:test-{checkout}")
     started = time.monotonic()
     proc = subprocess.run(["bash", str(ROOT / "scripts/docker-image.sh")], cwd=ROOT,
                           env=dict(os.environ, TQ_IMAGE=tag), capture_output=True, text=True,
@@ -281,3 +284,41 @@ def test_image_three_node_cluster_from_the_compose_configs(image, containers):
     assert status == 200
     roles = sorted(node["role"] for node in cluster["nodes"])
     assert roles == ["follower", "follower", "leader"], cluster
+
+
+@pytest.mark.slow
+def test_image_backup_in_the_container_restore_on_the_host(image, containers, tmp_path):
+    """docs/operations.md's Docker procedure: backup.sh inside the broker container into a
+    bind-mounted ./backups, restore.sh on the host into ./data, start again."""
+    if os.geteuid() != 0:
+        pytest.skip("bind-mounted folders must be chowned to the image's uid 10001: needs root")
+    data, backups = tmp_path / "data", tmp_path / "backups"
+    for folder in (data, backups):
+        folder.mkdir()
+        os.chown(folder, 10001, 10001)  # what the compose file's init-data service does
+    broker = containers.run("broker", image, options=(
+        "-p", "127.0.0.1::8080", "-v", f"{data}:/var/lib/task-queue",
+        "-v", f"{backups}:/backups"))
+    rest = containers.host_port("broker", 8080)
+    wait_for(lambda: healthy(rest), 60, "the broker's /health", containers.logs)
+    assert _docker("exec", broker, "./ops/health-check.sh", "-v").returncode == 0
+
+    _, kept = http("POST", f"http://127.0.0.1:{rest}/api/v1/tasks", {"type": "echo"})
+    backup = _docker("exec", broker, "./ops/backup.sh", "--backup-dir", "/backups",
+                     check=False)
+    assert backup.returncode == 0, backup.stderr
+    tarball = backups / Path(backup.stdout.strip()).name
+    assert tarball.exists()
+    _, lost = http("POST", f"http://127.0.0.1:{rest}/api/v1/tasks", {"type": "echo"})
+
+    _docker("stop", broker)
+    restore = subprocess.run(["bash", str(ROOT / "scripts/ops/restore.sh"), "--no-service",
+                              "--data-dir", str(data), str(tarball)],
+                             capture_output=True, text=True, timeout=60)
+    assert restore.returncode == 0, restore.stderr
+    assert data.stat().st_uid == 10001  # owned like the data it replaced
+    _docker("start", broker)
+    rest = containers.host_port("broker", 8080)
+    wait_for(lambda: healthy(rest), 60, "the restarted broker", containers.logs)
+    assert http("GET", f"http://127.0.0.1:{rest}/api/v1/tasks/{kept['id']}")[0] == 200
+    assert http("GET", f"http://127.0.0.1:{rest}/api/v1/tasks/{lost['id']}")[0] == 404
