@@ -484,7 +484,7 @@ class _ReplyProtocol(asyncio.Protocol):
     def __init__(self, on_lost: Callable[["_ReplyProtocol"], None]):
         self.transport: asyncio.Transport | None = None
         self.parser = ReplyParser()
-        # (future, deadline on the loop clock or None, what to name in a timeout error)
+        # (future, deadline on the loop clock or None, the command, for a timeout error)
         self.waiters: collections.deque[tuple[asyncio.Future, float | None, str]] = \
             collections.deque()
         self._timer: asyncio.TimerHandle | None = None
@@ -557,7 +557,7 @@ class _ReplyProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         deadline = None if timeout is None else loop.time() + timeout
-        self.waiters.append((waiter, deadline, f"{label}: no reply within {timeout}s"))
+        self.waiters.append((waiter, deadline, label))
         self.transport.write(frame)
         if deadline is not None and self._timer is None:
             self._timer = loop.call_at(deadline, self._check_deadlines)
@@ -569,11 +569,11 @@ class _ReplyProtocol(asyncio.Protocol):
         if self.closed:
             return
         loop = asyncio.get_running_loop()
-        for _, deadline, overdue in self.waiters:
+        for _, deadline, command in self.waiters:
             if deadline is None:
                 continue
             if deadline <= loop.time():
-                self.abort(ConnectionLost(overdue))
+                self.abort(ConnectionLost(f"{command}: no reply within the reply timeout"))
             else:
                 self._timer = loop.call_at(deadline, self._check_deadlines)
             return
