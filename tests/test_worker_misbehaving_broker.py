@@ -29,8 +29,8 @@ def claim(fake: FakeBroker, n: int) -> list[dict]:
     with Client(fake.address) as producer:
         for i in range(n):
             producer.submit("echo", i)
-    with Client(fake.address, identity={"worker_id": "w"}) as worker:
-        return worker.fetch(["default"], n, 100)
+    with Client(fake.address, identity={"worker_id": "w"}) as consumer:
+        return consumer.fetch(["default"], n, 100)
 
 
 def test_acks_finishing_together_share_one_ack_command(fake):

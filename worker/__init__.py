@@ -3,4 +3,6 @@
 ``from worker import task, current_job`` is all a handler module needs.
 """
 
-from worker.registry import JobInfo, current_job, task  # noqa: F401
+from worker.registry import JobInfo, current_job, task
+
+__all__ = ["JobInfo", "current_job", "task"]
