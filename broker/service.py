@@ -142,6 +142,8 @@ class Service:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000.0
         while True:
+            if self._told_to_rest(worker_id):
+                return None
             jobs = await self._propose(["claim", now_ms(), worker_id, queues, count,
                                         self._lease_ms])
             if jobs:
@@ -162,6 +164,11 @@ class Service:
             finally:
                 for queue in queues:
                     self._waiters[queue].discard(future)
+
+    def _told_to_rest(self, worker_id: str) -> bool:
+        """An operator set this worker quiet or stop (WORKER-STATE): hand it no more jobs."""
+        raw = self.store.get(keys.worker(worker_id))
+        return raw is not None and jsonutil.loads(raw).get("state") in ("quiet", "stop")
 
     async def ack(self, principal: Principal, items):
         return await self._settle(items, self._ack_command, "acked")

@@ -259,3 +259,13 @@ def test_retention_purges_finished_tasks(broker_factory):
             pytest.fail("completed task was not purged")
         assert client.get(waiting["id"])["status"] == "pending"  # unfinished tasks stay
         assert client.stats()["totals"]["purged"] == 1
+
+
+def test_a_quiet_worker_gets_no_jobs(broker):
+    with Client(broker.addr, identity={"worker_id": "wq"}) as worker, \
+            Client(broker.addr) as admin:
+        admin.submit("echo", 1)
+        admin.worker_state("wq", "quiet")
+        assert worker.fetch(["default"], count=1, timeout_ms=2000) == []
+        admin.worker_state("wq", "active")
+        assert len(worker.fetch(["default"], count=1, timeout_ms=2000)) == 1
