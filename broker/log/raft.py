@@ -46,6 +46,7 @@ from pathlib import Path
 
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as _pickle
+from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from broker.config import Config
@@ -497,7 +498,10 @@ class RaftLog(Log):
                 log.info("installed snapshot: machine index %d (raft %d) in %.0f ms",
                          self._machine.applied_index, entries[0][1],
                          (time.monotonic() - started) * 1000)
-        return entries[0], entries[1], set(meta["cluster"])
+        # Node objects, not strings: pysyncobj drops itself from this set by comparing
+        # with its own TCPNode (a string never equals one, and the node became its own
+        # peer: a 3-node cluster counted 4 members and lost its quorum with one node down).
+        return entries[0], entries[1], {TCPNode(addr) for addr in meta["cluster"]}
 
     def _install(self, source: Path) -> None:
         self.store.replace_with(source)

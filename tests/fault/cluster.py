@@ -132,7 +132,9 @@ class Cluster:
                     if agree * 2 > len(self.nodes):
                         return i
             time.sleep(0.05)
-        raise TimeoutError("no leader elected within %.0fs" % timeout)
+        views = {self.nodes[i].name: (self.status(i) or {}).get("nodes", [None])[0]
+                 for i in range(len(self.nodes)) if self.alive(i)}
+        raise TimeoutError(f"no leader elected within {timeout:.0f}s: {views}")
 
     def wait_converged(self, timeout: float = 30.0) -> int:
         """Wait until every live node applied the same index (stable twice); return it."""
