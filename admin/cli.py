@@ -217,6 +217,10 @@ def _connection_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--tls-ca", default=default(None), help="CA bundle for the broker")
     parser.add_argument("--tls-cert", default=default(None), help="client certificate")
     parser.add_argument("--tls-key", default=default(None), help="client certificate key")
+    parser.add_argument("--tls-server-name",
+                        default=default(os.environ.get("TQ_TLS_SERVER_NAME")),
+                        help="name the broker's certificate is issued to, when it is not "
+                        "the host in --broker-addr (env TQ_TLS_SERVER_NAME)")
     parser.add_argument("--json", action="store_true", default=default(False),
                         help="print JSON instead of tables")
 
@@ -308,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hash-key":
             _print(args, cmd_hash_key(args))
             return EXIT_OK
-        ssl_context = client_context_from_paths(args.tls_ca, args.tls_cert, args.tls_key)
+        ssl_context = client_context_from_paths(args.tls_ca, args.tls_cert, args.tls_key,
+                                                args.tls_server_name)
         with Client(args.broker_addr, api_key=args.api_key, ssl_context=ssl_context) as client:
             if getattr(args, "watch", None):
                 _watch(client, args)

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 from taskqueue import jsonutil
 from taskqueue.errors import NOTLEADER, BrokerError, ConnectionLost
 from taskqueue.resp import Error, ProtocolError, ReplyParser, encode_request
+from taskqueue.tlsutil import server_hostname
 
 PROTOCOL_VERSION = 1
 DEFAULT_ADDR = "127.0.0.1:6379"
@@ -403,7 +404,8 @@ class Client(_Endpoint, _Commands):
         sock = socket.create_connection(address, timeout=self.connect_timeout)
         _tune_socket(sock)
         if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(sock, server_hostname=address[0])
+            sock = self.ssl_context.wrap_socket(
+                sock, server_hostname=server_hostname(self.ssl_context, address[0]))
         self._sock = sock
         self._parser = ReplyParser()
         self.address = address
@@ -656,7 +658,8 @@ class AsyncClient(_Endpoint, _Commands):
         loop = asyncio.get_running_loop()
         kwargs = {}
         if self.ssl_context is not None:
-            kwargs = {"ssl": self.ssl_context, "server_hostname": address[0]}
+            kwargs = {"ssl": self.ssl_context,
+                      "server_hostname": server_hostname(self.ssl_context, address[0])}
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: _ReplyProtocol(self._lost), *address, **kwargs),
             self.connect_timeout)

@@ -31,8 +31,22 @@ def client_context(ca_path: str | None = None, cert_path: str | None = None,
 
 
 def client_context_from_paths(ca: str | None = None, cert: str | None = None,
-                              key: str | None = None) -> ssl.SSLContext | None:
-    """A client context when any TLS option is given, else None (plaintext)."""
-    if not (ca or cert or key):
+                              key: str | None = None,
+                              server_name: str | None = None) -> ssl.SSLContext | None:
+    """A client context when any TLS option is given, else None (plaintext).
+
+    ``server_name`` is the name to verify the broker's certificate against instead of the
+    host in the address: the guide's server certificate is issued to ``CN=task-queue``
+    with no IP subjectAltName, so ``--broker-addr 10.0.1.10:6379`` needs
+    ``--tls-server-name task-queue``.
+    """
+    if not (ca or cert or key or server_name):
         return None
-    return client_context(ca, cert, key)
+    context = client_context(ca, cert, key)
+    context.server_name_override = server_name
+    return context
+
+
+def server_hostname(context: ssl.SSLContext, host: str) -> str:
+    """The name a TLS connection to ``host`` verifies (see client_context_from_paths)."""
+    return getattr(context, "server_name_override", None) or host

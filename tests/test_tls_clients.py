@@ -101,3 +101,32 @@ def test_worker_and_admin_over_tls(tls_broker, certs, tmp_path):
         assert task["status"] == "completed" and task["result"] == "secure"
     finally:
         worker.stop()
+
+
+def test_guide_certificate_without_ip_san_needs_the_server_name(tmp_path):
+    """The guide issues the server certificate to CN=task-queue only (no subjectAltName):
+    connecting by IP fails verification unless the client is told the name."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=guide-ca", cwd=d)
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=task-queue",
+            cwd=d)
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "2", cwd=d)
+    broker = BrokerProcess(tmp_path / "b", {"api": {
+        "enable_tls": True, "tls_cert_path": str(d / "server.crt"),
+        "tls_key_path": str(d / "server.key")}}, name="guide-tls")
+    broker.wait_ready = lambda wait=20.0: time.sleep(2.0)  # plain-text PING cannot work here
+    broker.start()
+    try:
+        base = [sys.executable, "-m", "admin.cli", "--broker-addr", broker.addr,
+                "--tls-ca", str(d / "ca.crt"), "--json", "queue-depth"]
+        refused = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 3, refused.stderr
+        named = subprocess.run(base + ["--tls-server-name", "task-queue"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30)
+        assert named.returncode == 0, named.stderr
+    finally:
+        broker.stop()

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-ca", help="CA bundle to verify the broker's certificate")
     parser.add_argument("--tls-cert", help="client certificate (mutual TLS)")
     parser.add_argument("--tls-key", help="client certificate's key")
+    parser.add_argument("--tls-server-name", default=os.environ.get("TQ_TLS_SERVER_NAME"),
+                        help="name the broker's certificate is issued to, when it is not "
+                        "the host in --broker-addr (env TQ_TLS_SERVER_NAME)")
     parser.add_argument("--log-level", default=os.environ.get("TQ_LOG", "info"),
                         help="debug, info, warning, error (env TQ_LOG; default %(default)s)")
     return parser
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         registry = load_handler_modules(modules)
         api_key = read_api_key(args)
-        ssl_context = client_context_from_paths(args.tls_ca, args.tls_cert, args.tls_key)
+        ssl_context = client_context_from_paths(args.tls_ca, args.tls_cert, args.tls_key,
+                                                args.tls_server_name)
     except (ImportError, OSError, ValueError) as exc:
         parser.error(str(exc))  # exits 2
     if not len(registry):
