@@ -324,3 +324,64 @@ def test_image_backup_in_the_container_restore_on_the_host(image, containers, tm
     wait_for(lambda: healthy(rest), 60, "the restarted broker", containers.logs)
     assert http("GET", f"http://127.0.0.1:{rest}/api/v1/tasks/{kept['id']}")[0] == 200
     assert http("GET", f"http://127.0.0.1:{rest}/api/v1/tasks/{lost['id']}")[0] == 404
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2 plugin) or `docker-compose` (v1), whichever is installed."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
+                                                 capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.cluster.yml"])
+def test_compose_files_pass_compose_config(name):
+    compose = compose_command()
+    if compose is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (the YAML "
+                    "structure is checked by the tests above)")
+    result = subprocess.run([*compose, "-f", name, "config", "-q"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_compose_up_as_the_guide_says(image, tmp_path):
+    """`docker-compose up -d` with the repository's compose file and config.yaml, in a
+    fresh folder (./data and ./backups created by Docker, handed over by init-data). Host
+    ports are left to Docker, so a broker already on 6379/8080 here does not collide."""
+    compose = compose_command()
+    if compose is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    spec = load_yaml("docker-compose.yml")
+    spec["services"]["broker"]["ports"] = ["8080"]  # container port: a random host port
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(spec))
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    project = f"tqtest{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, TQ_IMAGE=image)
+    run = lambda *args, check=True: subprocess.run(  # noqa: E731
+        [*compose, "-p", project, *args], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300, check=check)
+    try:
+        run("up", "-d")
+        port = int(run("port", "broker", "8080").stdout.strip().rsplit(":", 1)[1])
+        logs = lambda: run("logs", "--tail", "30", check=False).stdout  # noqa: E731
+        wait_for(lambda: healthy(port), 60, "the broker's /health", logs)
+        assert (tmp_path / "data" / "CURRENT").exists()
+        assert (tmp_path / "data").stat().st_uid == 10001
+        status, task = http("POST", f"http://127.0.0.1:{port}/api/v1/tasks",
+                            {"type": "echo", "payload": {"via": "compose"}})
+        assert status == 201, task
+
+        def done():
+            _, body = http("GET", f"http://127.0.0.1:{port}/api/v1/tasks/{task['id']}")
+            return body["status"] == "completed" and body
+
+        assert wait_for(done, 60, "the worker to run the task", logs)["result"] == {
+            "via": "compose"}
+        backup = run("exec", "-T", "broker", "./ops/backup.sh", "--backup-dir", "/backups")
+        assert list((tmp_path / "backups").glob("backup-*.tar.gz")), backup.stderr
+    finally:
+        run("down", "-v", check=False)
