@@ -287,6 +287,23 @@ def test_image_three_node_cluster_from_the_compose_configs(image, containers):
     roles = sorted(node["role"] for node in cluster["nodes"])
     assert roles == ["follower", "follower", "leader"], cluster
 
+    # docs/operations.md, "a node's disk is lost": stop it, remove data_dir and
+    # data_dir.raft, start it with the same configuration: it re-syncs from the leader.
+    leader = next(n["node_id"] for n in cluster["nodes"] if n["role"] == "leader")
+    lost = next(f"broker{i}" for i in (3, 2, 1) if f"node{i}" != leader)
+    node = lost.replace("broker", "node")
+    _docker("stop", f"{containers.prefix}-{lost}")
+    _docker("run", "--rm", "-v", f"{containers.prefix}-{lost}:/v", image, "sh", "-c",
+            f"test -d /v/{node} && test -d /v/{node}.raft && rm -rf /v/{node} /v/{node}.raft")
+    _docker("start", f"{containers.prefix}-{lost}")
+    port = containers.host_port(lost, 8080)
+
+    def resynced():
+        return all(http("GET", f"http://127.0.0.1:{port}/api/v1/tasks/{i}")[1]["status"]
+                   == "completed" for i in ids)
+
+    wait_for(resynced, 90, f"{lost} to re-sync from the leader", containers.logs)
+
 
 @pytest.mark.slow
 def test_image_backup_in_the_container_restore_on_the_host(image, containers, tmp_path):
