@@ -9,15 +9,16 @@
 #
 # What it does, and what it does not:
 # - export: `tq-admin --broker-addr FROM list --status STATUS --limit N > FILE`, a JSON
-#   array of task objects (the guide's command; without --status, every status);
+#   array of task objects (the guide's command; --all-statuses exports every status);
 # - import: one POST per task to TO/api/v1/tasks with the exported object as the body. The
 #   broker accepts a task's read-only fields (status, result, attempts, timestamps...) and
 #   ignores them: each task arrives as a NEW pending task with the SAME id, so it runs again
 #   on the new cluster, and running the import twice is harmless (an id that exists answers
 #   200 "duplicate" and is counted, not re-created).
-# - the guide pipes `jq ... | xargs -I {} curl -d '{}'`: xargs strips the JSON's quotes and
-#   backslashes, so that pipe sends broken bodies. Here each object travels on its own line
-#   through `curl --data-binary @-`, unchanged.
+# - the guide pipes `jq ... | xargs -I {} curl -d '{}'`: xargs takes the JSON's quotes as
+#   its own, so {"a":1} is sent as {a:1} (a 400), and a string with an escaped quote stops
+#   xargs ("unmatched double quote"). Here each object travels on its own line through
+#   `curl --data-binary @-`, unchanged.
 #
 # Auth: TQ_API_KEY for the export (read_tasks), TQ_TARGET_API_KEY for the import
 # (submit_tasks; default TQ_API_KEY). Extra curl options (TLS) in CURL_OPTS.

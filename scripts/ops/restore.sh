@@ -25,7 +25,7 @@ DATA_DIR="${DATA_DIR:-/var/lib/task-queue}"
 SERVICE="${TQ_SERVICE:-task-queue-broker}"
 STOP_CMD="" START_CMD="" NO_SERVICE=0 OWNER="" TARBALL=""
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "restore.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
