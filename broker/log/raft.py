@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -44,7 +45,7 @@ import threading
 import time
 from pathlib import Path
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as _pickle
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
@@ -52,7 +53,8 @@ from pysyncobj.transport import TCPTransport
 from broker.config import Config
 from broker.log.base import Log, NotLeader, Unavailable
 from broker.log.local import _deliver, _Gather
-from broker.log.raft_engine import HmacAuthenticator, engine_patches, query_status
+from broker.log.raft_engine import (HmacAuthenticator, _fsync_dir, engine_patches,
+                                    query_status)
 from broker.machine import Counters, StateMachine
 from broker.store import Store
 from taskqueue import jsonutil
@@ -114,6 +116,10 @@ class _GuardedTransport(TCPTransport):
         def guarded(node, message):
             if isinstance(message, dict) and message.get("type") == "append_entries" \
                     and "prevLogIdx" not in message and "commit_index" in message:
+                if message.get("serialized"):
+                    owner = getattr(self._syncObj, "_owner", None)
+                    if owner is not None:
+                        owner._snapshot_message()
                 message = dict(message, commit_index=0)
             callback(node, message)
 
@@ -189,6 +195,10 @@ class RaftLog(Log):
         self._halt = threading.Event()
         self.snapshots_installed = 0
         self._loaded_once = False
+        self._snap_lock = threading.Lock()
+        self._snap_seq = 0
+        self._install_gen = 0
+        self._snap_state = SERIALIZER_STATE.NOT_SERIALIZING
         self.snapshots_taken = 0
         self.apply_errors = 0
 
@@ -217,6 +227,7 @@ class RaftLog(Log):
             journalFile=str(self.raft_dir / "journal"),
             fullDumpFile=str(self.raft_dir / "snapshot.tar"),
             serializer=self._serialize,
+            serializeChecker=self._serialize_state,
             deserializer=self._deserialize,
             bindAddress=self.bind_address,
             dynamicMembershipChange=True,  # tq-raft add/remove (broker/log/raft_admin.py)
@@ -442,11 +453,24 @@ class RaftLog(Log):
 
     # ------------------------------------------------------------ tick thread: snapshots
 
-    def _serialize(self, filename: str, raft_data) -> None:
-        """pysyncobj's serializer: RocksDB checkpoint + Raft metadata, one tar file."""
+    def _serialize(self, tmp_name: str, raft_data) -> None:
+        """pysyncobj's serializer (tick thread): checkpoint now, tar in the background.
+
+        The RocksDB checkpoint (hard links, a few ms) is taken here, between two applies,
+        so it holds exactly the state at the snapshot's index. Writing the tar (the whole
+        database) happens on a thread; :meth:`_serialize_state` tells pysyncobj when it is
+        done, and only then does pysyncobj compact its journal. Until then ``tmp_name``
+        (which pysyncobj renames over the snapshot file when we return) is a hard link to
+        the previous snapshot, so a crash meanwhile leaves the old snapshot + full journal.
+        """
         started = time.monotonic()
         last_entry, prev_entry, cluster = raft_data
-        work = self.raft_dir / "checkpoint.tmp"
+        final = tmp_name[:-len(".tmp")] if tmp_name.endswith(".tmp") else tmp_name + ".final"
+        with self._snap_lock:
+            self._snap_seq += 1
+            seq = self._snap_seq
+            generation = self._install_gen
+        work = self.raft_dir / f"checkpoint-{seq}.tmp"
         shutil.rmtree(work, ignore_errors=True)
         self.store.checkpoint(work)
         meta = {
@@ -456,20 +480,61 @@ class RaftLog(Log):
             "cluster": sorted(getattr(n, "address", str(n)) for n in cluster),
             "node_id": self.node_id,
         }
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        if os.path.exists(final):
+            os.link(final, tmp_name)
+        else:
+            open(tmp_name, "wb").close()  # no snapshot yet: the journal still starts at 1
+        self._snap_state = SERIALIZER_STATE.SERIALIZING
+        threading.Thread(target=self._build_snapshot, name="tq-raft-snapshot", daemon=True,
+                         args=(work, meta, final, generation, started)).start()
+
+    def _build_snapshot(self, work: Path, meta: dict, final: str, generation: int,
+                        started: float) -> None:
+        building = final + ".building"
+        state = SERIALIZER_STATE.FAILED
         try:
-            with tarfile.open(filename, "w") as tar:
+            with tarfile.open(building, "w") as tar:
                 raw = json.dumps(meta).encode()
                 info = tarfile.TarInfo("raft.json")
                 info.size = len(raw)
                 tar.addfile(info, io.BytesIO(raw))
                 tar.add(str(work), arcname="db")
-            with open(filename, "rb+") as f:
+            with open(building, "rb+") as f:
                 os.fsync(f.fileno())
+            with self._snap_lock:
+                if self._install_gen != generation:
+                    log.info("snapshot at %d discarded: a leader's snapshot arrived meanwhile",
+                             meta["entries"][0][1])
+                else:
+                    os.replace(building, final)
+                    _fsync_dir(str(self.raft_dir))
+                    state = SERIALIZER_STATE.SUCCESS
+                    self.snapshots_taken += 1
+                    log.info("snapshot at raft index %d (machine index %d) in %.0f ms",
+                             meta["entries"][0][1], meta["applied_index"],
+                             (time.monotonic() - started) * 1000)
+        except Exception:
+            log.exception("building the snapshot failed")
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        self.snapshots_taken += 1
-        log.info("snapshot at raft index %d (machine index %d) in %.0f ms", last_entry[1],
-                 meta["applied_index"], (time.monotonic() - started) * 1000)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(building)
+            self._snap_state = state
+
+    def _serialize_state(self) -> int:
+        """pysyncobj's serializeChecker (tick thread)."""
+        state = self._snap_state
+        if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+            self._snap_state = SERIALIZER_STATE.NOT_SERIALIZING
+        return state
+
+    def _snapshot_message(self) -> None:
+        """Tick thread, before pysyncobj handles a snapshot chunk from a leader: a
+        background build finishing now must not rename over the file being received."""
+        with self._snap_lock:
+            self._install_gen += 1
 
     def _deserialize(self, filename: str):
         """pysyncobj's deserializer: install the checkpoint if it is ahead of RocksDB.
