@@ -402,3 +402,46 @@ def test_compose_up_as_the_guide_says(image, tmp_path):
         assert list((tmp_path / "backups").glob("backup-*.tar.gz")), backup.stderr
     finally:
         run("down", "-v", check=False)
+
+
+@pytest.mark.slow
+def test_compose_cluster_up(image, tmp_path):
+    """docker-compose.cluster.yml as it is (host ports left to Docker): three brokers elect
+    a leader and the worker runs a task submitted to a follower."""
+    compose = compose_command()
+    if compose is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    spec = load_yaml("docker-compose.cluster.yml")
+    brokers = ("broker1", "broker2", "broker3")
+    for name in brokers:
+        spec["services"][name]["ports"] = ["8080"]
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(spec))
+    shutil.copytree(ROOT / "docker" / "cluster", tmp_path / "docker" / "cluster")
+    project = f"tqtest{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, TQ_IMAGE=image)
+    run = lambda *args, check=True: subprocess.run(  # noqa: E731
+        [*compose, "-p", project, *args], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300, check=check)
+    try:
+        run("up", "-d")
+        logs = lambda: run("logs", "--tail", "30", check=False).stdout  # noqa: E731
+        ports = {name: int(run("port", name, "8080").stdout.strip().rsplit(":", 1)[1])
+                 for name in brokers}
+        for port in ports.values():
+            wait_for(lambda: healthy(port), 90, "a leader on every node", logs)
+        leader = http("GET", f"http://127.0.0.1:{ports['broker1']}/health")[1]["leader"]
+        follower = next(n for n in brokers if not leader.startswith(n + ":"))
+        status, task = http("POST", f"http://127.0.0.1:{ports[follower]}/api/v1/tasks",
+                            {"type": "echo", "payload": "cluster"})
+        assert status == 201, task
+
+        def done():
+            _, body = http("GET", f"http://127.0.0.1:{ports[follower]}/api/v1/tasks/"
+                           f"{task['id']}")
+            return body["status"] == "completed"
+
+        wait_for(done, 60, "the task to complete", logs)
+        status_out = run("exec", "-T", "broker1", "./tq-admin", "cluster-status").stdout
+        assert status_out.count("follower") == 2 and "leader" in status_out
+    finally:
+        run("down", "-v", check=False)
