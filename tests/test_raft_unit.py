@@ -128,3 +128,20 @@ def test_raft_addresses_default_to_port_plus_one(tmp_path):
 def test_secret_is_mandatory():
     with pytest.raises(cfg.ConfigError, match="raft.secret"):
         cfg.from_mapping({"raft": {"enabled": True, "node_id": "n1"}})
+
+
+def test_journal_keeps_only_current_term_entries_after_a_leaders_snapshot(tmp_path):
+    path = str(tmp_path / "journal")
+    j = DurableJournal(path, 0)
+    for i in range(1, 6):
+        j.add(b"c%d" % i, i, 1)
+    for i in range(6, 9):
+        j.add(b"c%d" % i, i, 2)
+    j.add(b"old9", 9, 1)  # cannot happen in order, but must stop the run
+    j.add(b"c10", 10, 2)
+    j.retain_term = 2  # installing the term-2 leader's snapshot ending at (4, 5)
+    j.clear()
+    j.add(b"c4", 4, 1)
+    j.add(b"c5", 5, 1)
+    assert _ids(j) == [4, 5, 6, 7, 8]
+    assert _ids(DurableJournal(path, 0)) == [4, 5, 6, 7, 8]

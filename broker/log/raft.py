@@ -195,6 +195,7 @@ class RaftLog(Log):
         self._halt = threading.Event()
         self.snapshots_installed = 0
         self._loaded_once = False
+        self._own_snapshot_at_start = False
         self._snap_lock = threading.Lock()
         self._snap_seq = 0
         self._install_gen = 0
@@ -240,6 +241,7 @@ class RaftLog(Log):
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.raft_dir.mkdir(parents=True, exist_ok=True)
         conf = self._conf()
+        self._own_snapshot_at_start = os.path.isfile(conf.fullDumpFile)
 
         def build():
             with engine_patches(self.sync_interval_ms, self.auth, self.journals):
@@ -540,13 +542,14 @@ class RaftLog(Log):
         """pysyncobj's deserializer: install the checkpoint if it is ahead of RocksDB.
 
         The first call at start-up loads this node's own last snapshot: the journal keeps
-        its entries after the snapshot (see DurableJournal). A snapshot received from a
-        leader replaces the journal, as pysyncobj reports the whole journal as matched.
+        its entries after the snapshot. For a snapshot received from a leader it keeps only
+        the entries of the leader's current term after it (see DurableJournal).
         """
-        startup = not self._loaded_once
+        startup = self._own_snapshot_at_start and not self._loaded_once
         self._loaded_once = True
+        term = None if startup or self.engine is None else self.engine.raftCurrentTerm
         for journal in self.journals:
-            journal.keep_after_snapshot = startup
+            journal.retain_term = term
         with tarfile.open(filename, "r") as tar:
             meta = json.loads(tar.extractfile("raft.json").read())
             entries = [(base64.b64decode(c), i, t) for c, i, t in meta["entries"]]

@@ -129,12 +129,16 @@ class DurableJournal(_journal.FileJournal):
       touching the file; only a different entry makes the truncation physical.
     * log compaction (``deleteEntriesTo``) cleared the file and re-added the kept entries:
       here a new file is written, fsynced and renamed over the old one.
-    * loading this node's own snapshot at start-up ``clear()``s the journal and adds the
-      snapshot's last two entries (when compaction was interrupted by a crash): when the
-      journal already holds those two entries, the entries after them are kept. (A
-      snapshot received from a leader still replaces the journal: pysyncobj then reports
-      the whole journal as matching the leader's, so keeping a stale tail would be unsafe;
-      the owner sets ``keep_after_snapshot`` accordingly.)
+    * loading a snapshot ``clear()``s the journal and adds the snapshot's last two entries.
+      When the journal already holds those two entries, the entries after them are kept:
+      all of them for this node's own snapshot at start-up (compaction interrupted by a
+      crash), and for a snapshot received from a leader only the run of entries of the
+      leader's current term (``retain_term``). pysyncobj re-sends snapshots to followers
+      that already have them (stale ``next_node_idx`` replies reset the leader's next
+      index) and then reports the follower's whole journal as matching the leader's: an
+      entry of the current term can only have come from that leader, so it is safe to
+      keep and report; dropping it would make the follower forget entries it already
+      acknowledged (and which may have been committed counting it).
     """
 
     def __init__(self, path: str, sync_interval_ms: int):
@@ -147,7 +151,8 @@ class DurableJournal(_journal.FileJournal):
         self._tail: list = []  # logically truncated, physically present entries
         self._cleared: list | None = None  # entries of a pending clear()
         self._readopt = False  # re-adopt the whole tail at the next read (after a restore)
-        self.keep_after_snapshot = True  # False while installing a leader's snapshot
+        self.keep_after_snapshot = True
+        self.retain_term = None  # None: keep every entry after the snapshot (start-up)
         self.syncs = 0
         self.readopted = 0
 
@@ -200,7 +205,11 @@ class DurableJournal(_journal.FileJournal):
                 if self._same(entry, command, idx, term):
                     # Restore what the file holds, drop only the entries before this one
                     # (crash-safe rewrite), keep the rest as a tail to re-adopt.
-                    self._entries[:] = old
+                    cut = pos + 2
+                    while cut < len(old) and (self.retain_term is None
+                                              or old[cut][2] == self.retain_term):
+                        cut += 1
+                    self._entries[:] = old[:cut]
                     self._compact(pos)
                     self._tail = self._entries[1:]
                     del self._entries[1:]
