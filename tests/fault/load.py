@@ -38,10 +38,12 @@ class Record:
         self.ok_times.append(time.monotonic())
 
     def operations(self) -> int:
-        return len(self.acked_submits) + sum(len(t) for t in self.acked_acks.values())
+        with self.lock:
+            return len(self.acked_submits) + sum(len(t) for t in self.acked_acks.values())
 
     def max_gap(self, since: float = 0.0) -> float:
-        times = sorted(t for t in self.ok_times if t >= since)
+        with self.lock:
+            times = sorted(t for t in self.ok_times if t >= since)
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
