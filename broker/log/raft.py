@@ -231,7 +231,7 @@ class RaftLog(Log):
             serializeChecker=self._serialize_state,
             deserializer=self._deserialize,
             bindAddress=self.bind_address,
-            dynamicMembershipChange=True,  # tq-raft add/remove (broker/log/raft_admin.py)
+            dynamicMembershipChange=True,  # python -m broker.log.raft_admin add/remove
             useFork=False,
         )
 
