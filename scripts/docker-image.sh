@@ -3,7 +3,7 @@
 #   1. a docker daemon and the local Debian bookworm image that the Molecule nodes use
 #      (scripts/molecule-setup.sh: debootstrap + `docker import`, reused when present);
 #   2. the base image $TQ_BASE_IMAGE (default task-queue-base:bookworm), derived from that
-#      rootfs with a plain shell as its command instead of systemd;
+#      rootfs: systemd, dbus, cron, sudo and docs removed, flattened, a shell as its command;
 #   3. package index access for the build: the host's CA bundle (TLS-inspecting proxies) and
 #      PIP_INDEX_URL when set, or TQ_DOCKER_OFFLINE=1 with wheels in docker/wheels;
 #   4. the project image $TQ_IMAGE (default task-queue:latest) from the Dockerfile.
@@ -29,14 +29,25 @@ fi
 if ! docker buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=0; fi
 
 # ---------------------------------------------------------------- 2. base image
-# Same rootfs as the Molecule nodes, minus their systemd entry point. Layers are shared.
+# The same rootfs as the Molecule nodes, without what only a booted machine needs (systemd,
+# dbus, cron, sudo) nor docs and man pages, flattened into one layer: a slim Debian with
+# python3, apt, ca-certificates and curl (about 130 MB instead of 200).
 log "base image $BASE (from $NODE_IMAGE)"
-docker build -q -t "$BASE" - >/dev/null <<EOF
-FROM $NODE_IMAGE
-ENV container=
-STOPSIGNAL SIGTERM
+docker build -q --build-arg "NODE_IMAGE=$NODE_IMAGE" -t "$BASE" - >/dev/null <<'EOF_BASE'
+ARG NODE_IMAGE
+FROM ${NODE_IMAGE} AS trim
+ENV DEBIAN_FRONTEND=noninteractive SUDO_FORCE_REMOVE=yes
+RUN apt-get purge -y -qq --auto-remove systemd systemd-sysv dbus cron sudo python3-apt \
+        iproute2 >/dev/null 2>&1 \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/* /usr/share/doc/* \
+              /usr/share/man/* /usr/share/info/* \
+    && find /usr/share/locale -mindepth 1 -maxdepth 1 ! -name 'en*' -exec rm -rf {} + \
+    && python3 -c 'import ssl, sqlite3, venv' && command -v curl
+FROM scratch
+COPY --from=trim / /
+ENV LANG=C.UTF-8
 CMD ["/bin/bash"]
-EOF
+EOF_BASE
 
 # ---------------------------------------------------------------- 3. index access
 # The build's pip trusts the CAs this host trusts (TLS-inspecting proxies), and uses the
