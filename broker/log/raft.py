@@ -250,8 +250,7 @@ class RaftLog(Log):
         self.engine = await self._loop.run_in_executor(None, build)
         self.engine._SyncObj__transport.setOnUtilityMessageCallback("tqstatus",
                                                                     self._utility_status)
-        if self.sync_interval_ms:
-            threading.Thread(target=self._sync_loop, daemon=True, name="tq-raft-sync").start()
+        threading.Thread(target=self._sync_loop, daemon=True, name="tq-raft-sync").start()
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="tq-raft-commit"))
         self._status_thread = threading.Thread(target=self._poll_peers, daemon=True,
                                                name="tq-raft-status")
@@ -417,9 +416,12 @@ class RaftLog(Log):
             os._exit(70)
         try:
             if batch is not None:
-                self.store.write(batch, self.sync_interval_ms == 0)
-                if self.sync_interval_ms:
-                    self._wal_dirty = True
+                # Unsynced even with wal_sync_interval_ms 0: the entry is already fsynced in
+                # the journal of a majority (that is what made it committed), and a node
+                # whose RocksDB lost its last writes replays them from its journal (apply
+                # is idempotent: entries at or below the stored applied index are skipped).
+                self.store.write(batch, False)
+                self._wal_dirty = True
         except Exception:
             # Memory is ahead of the disk: continuing could acknowledge what is not stored.
             log.critical("RocksDB write of entry %d failed; exiting", index, exc_info=True)
@@ -440,9 +442,10 @@ class RaftLog(Log):
             log.exception("on_applied failed")
 
     def _sync_loop(self) -> None:
-        """wal_sync_interval_ms > 0: fsync RocksDB's WAL and the journal every N ms, off
-        the Raft thread (an fsync can take tens of ms; heartbeats must not wait for it)."""
-        interval = self.sync_interval_ms / 1000.0
+        """fsync RocksDB's WAL (and, when wal_sync_interval_ms > 0, the journal) every N ms
+        (100 ms when N is 0, where the journal is fsynced inline), off the Raft thread: an
+        fsync can take tens of ms and heartbeats must not wait for it."""
+        interval = (self.sync_interval_ms or 100) / 1000.0
         while not self._halt.wait(interval):
             try:
                 if self._wal_dirty:
