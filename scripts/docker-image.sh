@@ -10,6 +10,11 @@
 #
 #   bash scripts/docker-image.sh            # prints the image name on stdout when done
 # Environment: TQ_IMAGE, TQ_BASE_IMAGE, TQ_MOLECULE_IMAGE, TQ_DOCKER_OFFLINE.
+#
+# Fully offline (the build reaches no package index), from a Debian bookworm / Python 3.11
+# host of the same architecture that has the wheels or can download them:
+#   pip download -d docker/wheels pip 'setuptools>=68' wheel '.[broker]'
+#   rm -f docker/wheels/task_queue-*; TQ_DOCKER_OFFLINE=1 bash scripts/docker-image.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
