@@ -173,6 +173,11 @@ class Containers:
     def close(self):
         if self.names:
             _docker("rm", "-f", "-v", *self.names, check=False)
+        # Named volumes (`-v PREFIX-x:/path`) outlive `rm -v`: remove this test's own.
+        volumes = _docker("volume", "ls", "-q", "--filter", f"name={self.prefix}-",
+                          check=False).stdout.split()
+        if volumes:
+            _docker("volume", "rm", *volumes, check=False)
         _docker("network", "rm", self.network, check=False)
 
 
