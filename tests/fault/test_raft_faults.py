@@ -73,6 +73,19 @@ class Isolation:
         self.active = False
         self.cgroup: str | None = None
         self.root = self._cgroup2_root()
+        self.home = self.root
+
+    @staticmethod
+    def _cgroup_of(pid: int, root: str) -> str:
+        """The cgroup v2 directory ``pid`` is in (to move it back there)."""
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                for line in f:
+                    if line.startswith("0::"):
+                        return os.path.join(root, line[3:].strip().lstrip("/"))
+        except OSError:
+            pass
+        return root
 
     @staticmethod
     def _cgroup2_root() -> str | None:
@@ -90,8 +103,26 @@ class Isolation:
 
     @classmethod
     def available(cls) -> bool:
-        if os.geteuid() != 0 or shutil.which("iptables") is None or not cls._cgroup2_root():
+        if os.geteuid() != 0 or shutil.which("iptables") is None:
             return False
+        root = cls._cgroup2_root()
+        if not root:
+            return False
+        probe_dir = os.path.join(root, f"tqfault-probe-{os.getpid()}")
+        home = cls._cgroup_of(os.getpid(), root)
+        try:  # can we create a cgroup and move a process into it (and back)?
+            os.mkdir(probe_dir)
+            with open(os.path.join(probe_dir, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+            with open(os.path.join(home, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            return False
+        finally:
+            try:
+                os.rmdir(probe_dir)
+            except OSError:
+                pass
         probe = subprocess.run(["iptables", "-w", "-C", "OUTPUT", "-m", "cgroup", "--path",
                                 "/", "-j", "ACCEPT"], capture_output=True, text=True)
         return "No chain/target/match" not in probe.stderr and \
@@ -123,6 +154,7 @@ class Isolation:
 
     def isolate(self, cluster: Cluster, i: int) -> None:
         pid = cluster.nodes[i].proc.pid
+        self.home = self._cgroup_of(pid, self.root)
         name = f"tqfault-{os.getpid()}-{i}"
         os.makedirs(os.path.join(self.root, name), exist_ok=True)
         self.cgroup = name
@@ -154,7 +186,7 @@ class Isolation:
                 with open(os.path.join(path, "cgroup.procs")) as f:
                     pids = f.read().split()
                 for pid in pids:
-                    with open(os.path.join(self.root, "cgroup.procs"), "w") as f:
+                    with open(os.path.join(self.home, "cgroup.procs"), "w") as f:
                         f.write(pid)
                 os.rmdir(path)
             except OSError:
