@@ -7,7 +7,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-apt_install openssl iptables iproute2 procps
+# docker-compose: the compose files are started for real by tests/test_docker.py.
+apt_install openssl iptables iproute2 procps curl jq docker-compose
 ensure_venv "broker,fast,test"
 
 status=0
