@@ -225,6 +225,22 @@ def _connection_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="print JSON instead of tables")
 
 
+MEMBERSHIP = {"add-node": "add", "remove-node": "remove", "transfer-leader": "transfer"}
+
+
+def cmd_membership(args) -> int:
+    """Delegates to the broker's Raft membership tool (needs the broker package)."""
+    try:
+        from broker.log import raft_admin
+    except ImportError as exc:
+        raise UsageError(f"{args.command} runs on a broker node (needs the broker's "
+                         f"dependencies: {exc})") from None
+    argv = ["--config", args.config, "--timeout", str(args.timeout), MEMBERSHIP[args.command]]
+    if getattr(args, "node", None):
+        argv.append(args.node)
+    return raft_admin.main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tq-admin", description="Inspect and operate a task-queue broker.",
@@ -258,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("state", choices=("quiet", "stop", "active"))
     add("create-snapshot", "write a consistent RocksDB checkpoint on the broker's host"
         ).add_argument("path")
+    # Membership changes speak the Raft port with the cluster secret, so they read a
+    # member's configuration file instead of --broker-addr (run them on a broker node).
+    for name, text, node in (
+            ("add-node", "add a broker to the Raft cluster (by its Raft address)", True),
+            ("remove-node", "remove a broker (a leader hands over first)", True),
+            ("transfer-leader", "hand leadership to the most caught-up follower", False)):
+        p = add(name, text)
+        p.add_argument("--config", required=True, help="a member's configuration file")
+        p.add_argument("--timeout", type=float, default=15.0)
+        if node:
+            p.add_argument("node", help="Raft address host:port (broker port + 1 by default)")
     p = add("hash-key", "print the bcrypt hash of an API key for auth.api_keys")
     p.add_argument("key", nargs="?", help="the key (default: read one line from stdin)")
     p.add_argument("--rounds", type=int, default=10)
@@ -312,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hash-key":
             _print(args, cmd_hash_key(args))
             return EXIT_OK
+        if args.command in MEMBERSHIP:
+            return cmd_membership(args)
         ssl_context = client_context_from_paths(args.tls_ca, args.tls_cert, args.tls_key,
                                                 args.tls_server_name)
         with Client(args.broker_addr, api_key=args.api_key, ssl_context=ssl_context) as client:

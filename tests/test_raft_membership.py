@@ -15,8 +15,9 @@ from tests.fault.cluster import SECRET, Cluster
 pytestmark = pytest.mark.slow
 
 
-def raft_admin(config_path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "broker.log.raft_admin", "--config",
+def tq_admin(command, config_path, *args) -> subprocess.CompletedProcess:
+    """What an operator runs on a broker node (tq-admin delegates to broker.log.raft_admin)."""
+    return subprocess.run([sys.executable, "-m", "admin.cli", command, "--config",
                            str(config_path), *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
 
@@ -37,7 +38,7 @@ def test_add_a_node_then_remove_the_leader(tmp_path):
                      "port": raft_port,
                      "peer_raft_ports": [f"127.0.0.1:{p}" for p in cluster.raft_ports],
                      "secret": SECRET, "election_timeout_ms": 500}}, name="n4")
-        added = raft_admin(cluster.nodes[0].config_path, "add", f"127.0.0.1:{raft_port}")
+        added = tq_admin("add-node", cluster.nodes[0].config_path, f"127.0.0.1:{raft_port}")
         assert added.returncode == 0, added.stdout + added.stderr
         fourth.start()
         deadline = time.monotonic() + 20
@@ -50,8 +51,8 @@ def test_add_a_node_then_remove_the_leader(tmp_path):
 
         leader = cluster.leader(20)
         follower = (leader + 1) % 3
-        removed = raft_admin(cluster.nodes[follower].config_path, "remove",
-                             f"127.0.0.1:{cluster.raft_ports[leader]}")
+        removed = tq_admin("remove-node", cluster.nodes[follower].config_path,
+                           f"127.0.0.1:{cluster.raft_ports[leader]}")
         assert removed.returncode == 0, removed.stdout + removed.stderr
         assert "transferring leadership first" in removed.stdout
         remaining = [cluster.addrs[i] for i in range(3) if i != leader] + [fourth.addr]
