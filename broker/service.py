@@ -283,7 +283,18 @@ class Service:
                 break
         more = last_key is not None and (len(tasks) >= limit or scanned >= LIST_SCAN_BUDGET)
         next_cursor = (last_key + b"\x00").hex() if more else None
-        return {"tasks": tasks, "next_cursor": next_cursor}
+        return {"tasks": tasks, "next_cursor": next_cursor, "read_from": self.read_from()}
+
+    def read_from(self) -> dict:
+        """Which node answered a read and how far behind the leader it may be.
+
+        Reads are served from this node's RocksDB without a round to the leader: on a
+        follower they can miss the last ``lag`` committed entries.
+        """
+        status = self.log.status()
+        me = status["nodes"][0] if status.get("nodes") else {}
+        return {"node_id": status["node_id"], "role": status["role"],
+                "applied_index": status["applied_index"], "lag": me.get("lag")}
 
     @staticmethod
     def _listing_range(status: str | None, queue: str | None) -> bytes:
@@ -313,7 +324,7 @@ class Service:
             out[name] = dict(counts, paused=name in self.machine.paused)
         for name in self.machine.paused:
             out.setdefault(name, dict({s: 0 for s in STATUSES}, paused=True))
-        return {"queues": out}
+        return {"queues": out, "read_from": self.read_from()}
 
     async def set_paused(self, principal: Principal, queue: str, paused: bool):
         self._require(principal, ADMIN)
@@ -324,7 +335,7 @@ class Service:
         self._require(principal, READ)
         rows = [jsonutil.loads(value) for _, value in
                 self.store.scan(keys.WORKER, keys.prefix_end(keys.WORKER), 10000)]
-        return {"workers": rows}
+        return {"workers": rows, "read_from": self.read_from()}
 
     def live_workers(self) -> int:
         """Workers seen within their lease timeout: what tq_workers_connected reports."""
@@ -357,6 +368,7 @@ class Service:
             "workers": self.live_workers(),
             "rocksdb": self.store.rocksdb_stats(),
             "data_dir": str(self.store.path),
+            "read_from": self.read_from(),
         }
 
     async def snapshot(self, principal: Principal, path: str) -> dict:
