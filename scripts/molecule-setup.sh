@@ -39,7 +39,11 @@ if ! docker info >/dev/null 2>&1; then
         log "no docker daemon answers: starting dockerd in the background"
         mkdir -p "$CACHE_DIR"
         # setsid: the daemon must outlive this script and not share its process group.
-        as_root setsid dockerd >"$CACHE_DIR/dockerd.log" 2>&1 </dev/null &
+        if [ "$(id -u)" -eq 0 ]; then
+            setsid dockerd >"$CACHE_DIR/dockerd.log" 2>&1 </dev/null &
+        else
+            sudo -n setsid dockerd >"$CACHE_DIR/dockerd.log" 2>&1 </dev/null &
+        fi
         for _ in $(seq 1 60); do
             docker info >/dev/null 2>&1 && break
             sleep 1
