@@ -71,6 +71,9 @@ class Broker:
         # Start-up objects live for the process: keep the cyclic GC from rescanning them
         # (gen-2 pauses of ~20 ms were measured on this stack without it).
         gc.freeze()
+        # Apply allocates many short-lived dicts per command; collecting generation 0 every
+        # 700 allocations (the default) cost ~6% of apply time in the measurements.
+        gc.set_threshold(100_000, 50, 100)
         log.info("broker %s serving: protocol %s:%d, applied index %d, data in %s",
                  self.service.node_id, host, config.broker.port, self.machine.applied_index,
                  self.store.path)

@@ -32,6 +32,8 @@ IGNORED_FIELDS = {"status", "attempts", "result", "error", "backtrace", "worker"
                   "created_at", "updated_at", "started_at", "finished_at",
                   "lease_expires_at", "duplicate", "token"}
 
+ACCEPTED_FIELDS = frozenset(SUBMIT_FIELDS | IGNORED_FIELDS)
+
 MAX_BULK = 1000
 
 
@@ -91,7 +93,7 @@ def _timestamp_ms(value, field: str) -> int:
 def task_spec(spec, now_ms: int, max_payload_bytes: int, raw_size: int | None = None) -> dict:
     """Validate one submitted task; return the spec the ``submit`` command carries."""
     spec = obj(spec, "task")
-    unknown = set(spec) - SUBMIT_FIELDS - IGNORED_FIELDS
+    unknown = spec.keys() - ACCEPTED_FIELDS
     if unknown:
         raise Invalid(f"{sorted(unknown)[0]}: not a task field")
     task_type = spec.get("type")
