@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     try:
         out["submit_single_per_sec"] = round(figures.submit_single(addr, args.single_tasks))
         out["submit_bulk_per_sec"] = round(figures.submit_bulk(addr, args.tasks))
+        out["submit_bulk_pipelined_per_sec"] = round(
+            figures.submit_bulk(addr, args.tasks, queue="bench-bulk-pipelined", in_flight=4))
         out["drain_per_sec"] = round(figures.drain(addr, args.tasks, args.workers,
                                                    args.concurrency))
         out["round_trip"] = figures.round_trip(addr, args.latency_samples, 4)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 
 from bench.procs import start_workers, stop_all
-from taskqueue.client import Client
+from taskqueue.client import AsyncClient, Client
 
 
 def submit_single(addr: str, n: int) -> float:
@@ -18,17 +19,44 @@ def submit_single(addr: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-def submit_bulk(addr: str, n: int, batch: int = 1000, queue: str = "bench-bulk") -> float:
-    """Tasks/s from one client submitting ``batch`` tasks per request."""
-    with Client(addr) as client:
+def submit_bulk(addr: str, n: int, batch: int = 1000, queue: str = "bench-bulk",
+                in_flight: int = 1) -> float:
+    """Tasks/s from one client submitting ``batch`` tasks per request.
+
+    With ``in_flight`` > 1 the client pipelines that many bulk requests on its connection
+    (AsyncClient), so building the next batch overlaps the broker's work on the last one.
+    """
+    if in_flight <= 1:
+        with Client(addr) as client:
+            start = time.perf_counter()
+            for first in range(0, n, batch):
+                _check_bulk(client.submit_bulk(_batch(first, min(n, first + batch), queue)))
+            return n / (time.perf_counter() - start)
+    return asyncio.run(_submit_bulk_pipelined(addr, n, batch, queue, in_flight))
+
+
+async def _submit_bulk_pipelined(addr, n, batch, queue, in_flight) -> float:
+    async with AsyncClient(addr) as client:
+        window = asyncio.Semaphore(in_flight)
+
+        async def one(first):
+            async with window:
+                tasks = _batch(first, min(n, first + batch), queue)
+                _check_bulk(await client.submit_bulk(tasks))
+
         start = time.perf_counter()
-        for first in range(0, n, batch):
-            tasks = [{"type": "noop", "payload": i, "queue": queue}
-                     for i in range(first, min(n, first + batch))]
-            for result in client.submit_bulk(tasks):
-                if "id" not in result:
-                    raise RuntimeError(result["error"])
+        await asyncio.gather(*(one(first) for first in range(0, n, batch)))
         return n / (time.perf_counter() - start)
+
+
+def _batch(first: int, end: int, queue: str) -> list[dict]:
+    return [{"type": "noop", "payload": i, "queue": queue} for i in range(first, end)]
+
+
+def _check_bulk(results) -> None:
+    for result in results:
+        if "id" not in result:
+            raise RuntimeError(result["error"])
 
 
 def _completed(client: Client, queue: str) -> int:
