@@ -81,3 +81,83 @@ class Log(abc.ABC):
     @abc.abstractmethod
     async def snapshot(self, path: str) -> int:
         """Write a consistent RocksDB checkpoint at ``path``; return its applied index."""
+
+
+class GroupCommitLog(Log):
+    """A log whose proposals wait in one queue until a commit loop takes them as an entry.
+
+    Both implementations batch this way (many client operations, one entry): this class
+    owns the queue, ``propose``/``propose_many`` and the shutdown drain; a subclass's
+    commit loop takes ``self._queue`` items ``(command, sink, slot)`` and hands each result
+    to :func:`deliver`.
+    """
+
+    def __init__(self, machine: StateMachine):
+        super().__init__(machine)
+        # (command, sink, slot): sink is the proposer's Future (slot None) or a Gather
+        # collecting the results of a propose_many (slot = position in it).
+        self._queue: list[tuple[list, object, int | None]] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    async def propose(self, command: list):
+        if self._stopping:
+            raise Unavailable("broker shutting down")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((command, future, None))
+        self._wakeup.set()
+        return await future
+
+    async def propose_many(self, commands: list[list]) -> list:
+        if self._stopping:
+            return [Unavailable("broker shutting down")] * len(commands)
+        gather = Gather(len(commands), asyncio.get_running_loop().create_future())
+        self._queue.extend((command, gather, i) for i, command in enumerate(commands))
+        self._wakeup.set()
+        return await gather.future
+
+    async def _stop_proposals(self) -> None:
+        """Refuse new proposals, give queued ones up to a second, fail the rest."""
+        self._stopping = True
+        self._wakeup.set()
+        for _ in range(100):
+            if not self._queue:
+                break
+            await asyncio.sleep(0.01)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail(self._queue, Unavailable("broker shutting down"))
+        self._queue.clear()
+
+    @staticmethod
+    def _fail(taken: list, exc: Exception) -> None:
+        for _, sink, slot in taken:
+            deliver(sink, slot, exc, failed=True)
+
+
+class Gather:
+    """Collects the results of one propose_many; resolves when the last one arrives."""
+
+    __slots__ = ("results", "remaining", "future")
+
+    def __init__(self, count: int, future: asyncio.Future):
+        self.results: list = [None] * count
+        self.remaining = count
+        self.future = future
+
+
+def deliver(sink, slot, result, failed: bool = False) -> None:
+    """Hand one command's result (or, with ``failed``, its exception) to its proposer."""
+    if slot is None:
+        if not sink.done():
+            if failed:
+                sink.set_exception(result)
+            else:
+                sink.set_result(result)
+        return
+    sink.results[slot] = result
+    sink.remaining -= 1
+    if sink.remaining == 0 and not sink.future.done():
+        sink.future.set_result(sink.results)

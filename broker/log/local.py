@@ -20,14 +20,14 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from broker.log.base import Log, Unavailable
+from broker.log.base import GroupCommitLog, deliver
 from broker.machine import StateMachine
 from broker.store import Store
 
 log = logging.getLogger("tq.log.local")
 
 
-class LocalLog(Log):
+class LocalLog(GroupCommitLog):
     def __init__(self, machine: StateMachine, store: Store, *, node_id: str, address: str,
                  sync_interval_ms: int, max_batch: int = 2000):
         super().__init__(machine)
@@ -36,14 +36,8 @@ class LocalLog(Log):
         self.address = address
         self.sync_interval_ms = sync_interval_ms
         self.max_batch = max_batch
-        # (command, sink, slot): sink is the proposer's Future (slot None) or a _Gather
-        # collecting the results of a propose_many (slot = position in it).
-        self._queue: list[tuple[list, object, int | None]] = []
-        self._wakeup = asyncio.Event()
         self._io = ThreadPoolExecutor(1, thread_name_prefix="tq-fsync")
-        self._tasks: list[asyncio.Task] = []
         self._unsynced = False
-        self._stopping = False
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._commit_loop(), name="tq-commit"))
@@ -51,38 +45,10 @@ class LocalLog(Log):
             self._tasks.append(asyncio.create_task(self._sync_loop(), name="tq-wal-sync"))
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wakeup.set()
-        # let the commit loop drain what was already proposed
-        for _ in range(100):
-            if not self._queue:
-                break
-            await asyncio.sleep(0.01)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for _, sink, slot in self._queue:
-            _deliver(sink, slot, Unavailable("broker shutting down"), failed=True)
-        self._queue.clear()
+        await self._stop_proposals()
         if self._unsynced:
             self.store.sync_wal()
         self._io.shutdown(wait=True)
-
-    async def propose(self, command: list):
-        if self._stopping:
-            raise Unavailable("broker shutting down")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((command, future, None))
-        self._wakeup.set()
-        return await future
-
-    async def propose_many(self, commands: list[list]) -> list:
-        if self._stopping:
-            return [Unavailable("broker shutting down")] * len(commands)
-        gather = _Gather(len(commands), asyncio.get_running_loop().create_future())
-        self._queue.extend((command, gather, i) for i, command in enumerate(commands))
-        self._wakeup.set()
-        return await gather.future
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,7 +76,7 @@ class LocalLog(Log):
                     raise
                 self.on_applied(self.machine.woken)
                 for (_, sink, slot), result in zip(taken, results):
-                    _deliver(sink, slot, result)
+                    deliver(sink, slot, result)
 
     async def _sync_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,27 +107,3 @@ class LocalLog(Log):
         await asyncio.get_running_loop().run_in_executor(self._io, self.store.checkpoint, path)
         return index
 
-
-class _Gather:
-    """Collects the results of one propose_many; resolves when the last one arrives."""
-
-    __slots__ = ("results", "remaining", "future")
-
-    def __init__(self, count: int, future: asyncio.Future):
-        self.results: list = [None] * count
-        self.remaining = count
-        self.future = future
-
-
-def _deliver(sink, slot, result, failed: bool = False) -> None:
-    if slot is None:
-        if not sink.done():
-            if failed:
-                sink.set_exception(result)
-            else:
-                sink.set_result(result)
-        return
-    sink.results[slot] = result
-    sink.remaining -= 1
-    if sink.remaining == 0 and not sink.future.done():
-        sink.future.set_result(sink.results)

@@ -51,8 +51,7 @@ from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from broker.config import Config
-from broker.log.base import Log, NotLeader, Unavailable
-from broker.log.local import _deliver, _Gather
+from broker.log.base import GroupCommitLog, NotLeader, Unavailable, deliver
 from broker.log.raft_engine import (HmacAuthenticator, _fsync_dir, engine_patches,
                                     query_status)
 from broker.machine import Counters, StateMachine
@@ -144,7 +143,7 @@ class _Engine(SyncObj):
         super()._applyCommand(command, callback, commandType)
 
 
-class RaftLog(Log):
+class RaftLog(GroupCommitLog):
     def __init__(self, config: Config, machine: StateMachine, store: Store):
         super().__init__(machine)
         self._machine = machine
@@ -183,12 +182,7 @@ class RaftLog(Log):
         self.engine: _Engine | None = None
         self.journals: list = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        # (command, sink, slot): a proposer's Future (slot None) or a propose_many _Gather
-        self._queue: list[tuple[list, object, int | None]] = []
-        self._wakeup: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._tasks: list[asyncio.Task] = []
-        self._stopping = False
         self._wal_dirty = False
         self._peer_status: dict[str, dict] = {}
         self._status_thread: threading.Thread | None = None
@@ -237,7 +231,6 @@ class RaftLog(Log):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.raft_dir.mkdir(parents=True, exist_ok=True)
         conf = self._conf()
@@ -260,17 +253,7 @@ class RaftLog(Log):
                  self.raft_dir)
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wakeup.set()
-        for _ in range(100):
-            if not self._queue:
-                break
-            await asyncio.sleep(0.01)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._fail(self._queue, Unavailable("broker shutting down"))
-        self._queue.clear()
+        await self._stop_proposals()
         self._halt.set()
         if self.engine is not None:
             await self._loop.run_in_executor(None, self.engine.destroy_synchronous)
@@ -280,22 +263,6 @@ class RaftLog(Log):
             log.exception("final WAL sync failed")
 
     # -------------------------------------------------------------------- proposing
-
-    async def propose(self, command: list):
-        if self._stopping:
-            raise Unavailable("broker shutting down")
-        future = self._loop.create_future()
-        self._queue.append((command, future, None))
-        self._wakeup.set()
-        return await future
-
-    async def propose_many(self, commands: list[list]) -> list:
-        if self._stopping:
-            return [Unavailable("broker shutting down")] * len(commands)
-        gather = _Gather(len(commands), self._loop.create_future())
-        self._queue.extend((command, gather, i) for i, command in enumerate(commands))
-        self._wakeup.set()
-        return await gather.future
 
     async def _wait_for_leader(self) -> bool:
         deadline = time.monotonic() + max(2.0, 3 * self.election_timeout)
@@ -357,7 +324,7 @@ class RaftLog(Log):
         if error == FAIL_REASON.SUCCESS and isinstance(results, list) \
                 and len(results) == len(taken):
             for (_, sink, slot), result in zip(taken, results):
-                _deliver(sink, slot, result)
+                deliver(sink, slot, result)
             return
         if error == FAIL_REASON.SUCCESS:
             exc = Unavailable("committed, but this node applied it from a snapshot; "
@@ -372,11 +339,6 @@ class RaftLog(Log):
         else:
             exc = Unavailable(f"leader changed (raft code {error}); outcome unknown")
         self._fail(taken, exc)
-
-    @staticmethod
-    def _fail(taken: list, exc: Exception) -> None:
-        for _, sink, slot in taken:
-            _deliver(sink, slot, exc, failed=True)
 
     def _restamp(self, command: bytes) -> bytes:
         """Leader, tick thread: give a forwarded entry's commands the leader's clock."""
