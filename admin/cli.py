@@ -150,7 +150,53 @@ def cmd_worker_state(client, args):
 
 
 def cmd_create_snapshot(client, args):
-    return client.snapshot(args.path)
+    progress = output.Progress(None, f"writing snapshot {args.path}")
+    progress.update(0)
+    try:
+        return client.snapshot(args.path)
+    finally:
+        progress.done()
+
+
+IMPORT_BATCH = 1000
+
+
+def cmd_import(client, args):
+    """Submit the tasks of a JSON array (e.g. `tq-admin list` output) in bulk requests.
+
+    Tasks keep their ids, so importing the same file twice creates nothing new
+    (the second run reports them as duplicates).
+    """
+    try:
+        with (sys.stdin if args.file == "-" else open(args.file)) as f:
+            tasks = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read tasks from {args.file}: {exc}") from None
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise UsageError(f"{args.file}: expected a JSON array of task objects")
+    counts = {"imported": 0, "duplicates": 0, "failed": 0}
+    errors = []
+    progress = output.Progress(len(tasks), "importing")
+    for first in range(0, len(tasks), IMPORT_BATCH):
+        for task, result in zip(tasks[first:first + IMPORT_BATCH],
+                                client.submit_bulk(tasks[first:first + IMPORT_BATCH])):
+            if "error" in result and "id" not in result:
+                counts["failed"] += 1
+                errors.append({"id": task.get("id"), **result["error"]})
+            elif result.get("duplicate"):
+                counts["duplicates"] += 1
+            else:
+                counts["imported"] += 1
+        progress.update(min(len(tasks), first + IMPORT_BATCH))
+    progress.done()
+    return {**counts, "errors": errors[:20]}
+
+
+def show_import(reply):
+    print(f"imported {reply['imported']}, duplicates {reply['duplicates']}, "
+          f"failed {reply['failed']}")
+    for error in reply["errors"]:
+        print(f"  {error.get('id')}: {error.get('code')} {error.get('message')}")
 
 
 def show_snapshot(reply):
@@ -198,6 +244,7 @@ COMMANDS = {
                      lambda r: print(f"worker {r['worker_id']} set {r['state']}")),
     "create-snapshot": (cmd_create_snapshot, show_snapshot),
     "submit": (cmd_submit, show_task_state),
+    "import": (cmd_import, show_import),
     "hash-key": (None, lambda r: print(r["key_hash"])),
 }
 
@@ -288,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("hash-key", "print the bcrypt hash of an API key for auth.api_keys")
     p.add_argument("key", nargs="?", help="the key (default: read one line from stdin)")
     p.add_argument("--rounds", type=int, default=10)
+    add("import", "submit the tasks of a JSON array file (tq-admin list output) in bulk, "
+        "with a progress bar").add_argument("file", help="file, or - for standard input")
     p = add("submit", "submit one task (handy for smoke tests)")
     p.add_argument("type")
     p.add_argument("--payload", default="null", help="JSON (default null)")
@@ -313,9 +362,11 @@ def _print(args, result) -> None:
         human(result)
 
 
-def _run_once(client: Client, args) -> None:
+def _run_once(client: Client, args):
     function, _ = COMMANDS[args.command]
-    _print(args, function(client, args))
+    result = function(client, args)
+    _print(args, result)
+    return result
 
 
 def _watch(client: Client, args) -> None:
@@ -346,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         with Client(args.broker_addr, api_key=args.api_key, ssl_context=ssl_context) as client:
             if getattr(args, "watch", None):
                 _watch(client, args)
+            elif args.command == "import":
+                # a partial import is a failure an operator's script must notice
+                if _run_once(client, args)["failed"]:
+                    return EXIT_BROKER_ERROR
             else:
                 _run_once(client, args)
     except UsageError as exc:

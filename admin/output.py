@@ -104,3 +104,35 @@ def _flatten(data: dict, prefix: str):
             yield from _flatten(value, name + ".")
         else:
             yield name, value
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal.
+
+    Scripts and pipes (and tests) see nothing; a person sees ``[#####.....] 512/1000``.
+    """
+
+    def __init__(self, total: int | None, label: str, stream: TextIO = sys.stderr):
+        self.total = total
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.started
+        if self.total:
+            filled = int(30 * done / self.total)
+            bar = "#" * filled + "." * (30 - filled)
+            text = f"\r{self.label} [{bar}] {done}/{self.total} {elapsed:.1f}s"
+        else:
+            text = f"\r{self.label} {done} {elapsed:.1f}s"
+        self.stream.write(text)
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()

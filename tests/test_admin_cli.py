@@ -184,3 +184,55 @@ def test_list_streams_an_export_spanning_several_pages(broker, client):
     everything = json.loads(admin(broker.addr, "list", "--queue", "export",
                                   "--limit", "100000").stdout)
     assert sorted(t["payload"] for t in everything) == list(range(2500))
+
+
+def test_import_round_trips_a_list_export_and_is_idempotent(broker_factory, tmp_path):
+    source, target = broker_factory(name="src"), broker_factory(name="dst")
+    with Client(source.addr) as c:
+        ids = {c.submit("echo", {"n": i}, queue="mig")["id"] for i in range(1500)}
+    export = admin(source.addr, "list", "--queue", "mig", "--limit", "5000")
+    assert export.returncode == 0, export.stderr
+    path = tmp_path / "tasks.json"
+    path.write_text(export.stdout)
+    first = admin(target.addr, "--json", "import", str(path))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["imported"] == 1500
+    again = admin(target.addr, "--json", "import", str(path))
+    assert json.loads(again.stdout) == {"imported": 0, "duplicates": 1500, "failed": 0,
+                                        "errors": []}
+    with Client(target.addr) as c:
+        assert c.queues()["mig"]["pending"] == 1500
+        assert {t["id"] for t in c.iter_tasks(status="pending", queue="mig")} == ids
+    # invalid input anywhere in a batch rejects the batch: nothing of it is submitted
+    path.write_text(json.dumps([{"type": "echo", "id": "fine"},
+                                {"type": "echo", "priority": 99}]))
+    bad = admin(target.addr, "import", str(path))
+    assert bad.returncode == 1 and "priority" in bad.stderr
+    with Client(target.addr) as c:
+        assert "default" not in c.queues()
+
+
+def test_import_draws_a_progress_bar_on_a_terminal(broker, tmp_path):
+    import os
+    import pty
+
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps([{"type": "echo", "payload": i} for i in range(2500)]))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "admin.cli", "--broker-addr", broker.addr,
+                             "import", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=follower, text=True)
+    os.close(follower)
+    out, _ = proc.communicate(timeout=60)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(leader)
+    assert proc.returncode == 0 and "imported 2500" in out
+    assert b"importing [" in drawn and b"2500/2500" in drawn
