@@ -261,9 +261,12 @@ def _connection_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         default=default(os.environ.get("TQ_BROKER_ADDR", "127.0.0.1:6379")),
                         help="HOST:PORT or a comma-separated list (env TQ_BROKER_ADDR)")
     parser.add_argument("--api-key", default=default(None), help="API key (env TQ_API_KEY)")
-    parser.add_argument("--tls-ca", default=default(None), help="CA bundle for the broker")
-    parser.add_argument("--tls-cert", default=default(None), help="client certificate")
-    parser.add_argument("--tls-key", default=default(None), help="client certificate key")
+    parser.add_argument("--tls-ca", default=default(os.environ.get("TQ_TLS_CA")),
+                        help="CA bundle for the broker (env TQ_TLS_CA)")
+    parser.add_argument("--tls-cert", default=default(os.environ.get("TQ_TLS_CERT")),
+                        help="client certificate (env TQ_TLS_CERT)")
+    parser.add_argument("--tls-key", default=default(os.environ.get("TQ_TLS_KEY")),
+                        help="client certificate key (env TQ_TLS_KEY)")
     parser.add_argument("--tls-server-name",
                         default=default(os.environ.get("TQ_TLS_SERVER_NAME")),
                         help="name the broker's certificate is issued to, when it is not "

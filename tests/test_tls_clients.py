@@ -128,5 +128,12 @@ def test_guide_certificate_without_ip_san_needs_the_server_name(tmp_path):
         named = subprocess.run(base + ["--tls-server-name", "task-queue"], cwd=ROOT,
                                capture_output=True, text=True, timeout=30)
         assert named.returncode == 0, named.stderr
+        # the same from the environment, as an operator's shell profile sets it
+        import os
+        env = dict(os.environ, TQ_TLS_CA=str(d / "ca.crt"), TQ_TLS_SERVER_NAME="task-queue")
+        from_env = subprocess.run([sys.executable, "-m", "admin.cli", "--broker-addr",
+                                   broker.addr, "queue-depth"], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=30)
+        assert from_env.returncode == 0, from_env.stderr
     finally:
         broker.stop()

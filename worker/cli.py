@@ -63,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker-id", help="default: HOSTNAME-PID-RANDOM")
     parser.add_argument("--api-key", help="API key (default: env TQ_API_KEY)")
     parser.add_argument("--api-key-file", help="read the API key from this file")
-    parser.add_argument("--tls-ca", help="CA bundle to verify the broker's certificate")
-    parser.add_argument("--tls-cert", help="client certificate (mutual TLS)")
-    parser.add_argument("--tls-key", help="client certificate's key")
+    parser.add_argument("--tls-ca", default=os.environ.get("TQ_TLS_CA"),
+                        help="CA bundle to verify the broker's certificate (env TQ_TLS_CA)")
+    parser.add_argument("--tls-cert", default=os.environ.get("TQ_TLS_CERT"),
+                        help="client certificate for mutual TLS (env TQ_TLS_CERT)")
+    parser.add_argument("--tls-key", default=os.environ.get("TQ_TLS_KEY"),
+                        help="client certificate's key (env TQ_TLS_KEY)")
     parser.add_argument("--tls-server-name", default=os.environ.get("TQ_TLS_SERVER_NAME"),
                         help="name the broker's certificate is issued to, when it is not "
                         "the host in --broker-addr (env TQ_TLS_SERVER_NAME)")
