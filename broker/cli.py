@@ -3,8 +3,15 @@
     tq-broker --config /etc/task-queue/config.yaml
     tq-broker --check-config /etc/task-queue/config.yaml     # validate only, exit 0 / 2
     tq-broker --broker-addr 0.0.0.0:6379                     # defaults, other address
+    tq-broker --config FILE --restore BACKUP.tar.gz          # offline restore, then exit
 
-Exit codes: 0 clean shutdown, 2 invalid configuration, 1 any other start-up failure.
+Exit codes: 0 clean shutdown (or restore done), 2 invalid configuration, 1 any other
+start-up failure (or restore refused/failed).
+
+``--restore`` replaces the node's data with a backup (a backup.sh archive or a
+``tq-admin create-snapshot`` directory) while the broker is stopped; with ``raft.enabled``
+the log is re-based so that a cluster restored from ONE archive on EVERY node starts a new
+log on identical state (broker/restore.py, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import sys
 
 from broker import config as cfg
+from broker.restore import RestoreError, StartupRefused
 
 LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
           "warning": logging.WARNING, "warn": logging.WARNING, "error": logging.ERROR,
@@ -30,6 +38,11 @@ def parse_args(argv):
     parser.add_argument("--broker-addr", metavar="HOST:PORT",
                         help="override broker.host and broker.port")
     parser.add_argument("--data-dir", help="override persistence.data_dir")
+    parser.add_argument("--restore", metavar="BACKUP",
+                        help="stop-the-world restore: move this node's data (and Raft "
+                        "journal) aside, install BACKUP (backup.sh .tar.gz or a snapshot "
+                        "directory), and exit; the broker must be stopped. A cluster: "
+                        "every node, same BACKUP, all stopped")
     return parser.parse_args(argv)
 
 
@@ -57,6 +70,30 @@ def load_config(args) -> cfg.Config:
     return cfg.apply_overrides(config, overrides) if overrides else config
 
 
+def run_restore(config: cfg.Config, backup: str) -> int:
+    from broker.restore import restore
+
+    try:
+        summary = restore(config, backup)
+    except RestoreError as exc:
+        print(f"tq-broker: restore refused: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"tq-broker: restore failed: {exc}", file=sys.stderr)
+        return 1
+    for aside in summary["moved_aside"]:
+        print(f"previous data moved to {aside}", file=sys.stderr)
+    print(f"restored {backup} into {summary['data_dir']}: {summary['tasks']} tasks, backup "
+          f"taken at applied index {summary['backup_applied_index']}"
+          f" ({summary['backup_time'] or 'time unknown'}), sha256 "
+          f"{summary['backup_sha256'][:16]}", file=sys.stderr)
+    if summary["raft"]:
+        print("raft: applied index reset to 0, new journal on the next start. Restore the "
+              "SAME backup on EVERY node of the cluster before starting any of them "
+              "(compare the sha256 above).", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.check_config:
@@ -73,6 +110,8 @@ def main(argv=None) -> int:
         print(f"tq-broker: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.monitoring.log_level)
+    if args.restore:
+        return run_restore(config, args.restore)
     import uvloop  # broker-only dependency: imported after the config is known good
 
     from broker.server import Broker
@@ -81,6 +120,9 @@ def main(argv=None) -> int:
         uvloop.run(Broker(config).run())
     except KeyboardInterrupt:
         pass
+    except StartupRefused as exc:
+        logging.getLogger("tq.broker").critical("refusing to start: %s", exc)
+        return 1
     except OSError as exc:
         logging.getLogger("tq.broker").critical("cannot start: %s", exc)
         return 1

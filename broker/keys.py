@@ -12,7 +12,8 @@ prefix     key                                                         value
 ``X``      finished status, NUL, changed-at ms (8 bytes), seq (8 bytes) task id
 ``I``      idempotency key                                             task id
 ``W``      worker id                                                   worker record (JSON)
-``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``)  JSON
+``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``,      JSON
+           ``restored``)
 =========  ==========================================================  =================
 
 Each task is in exactly one of the R, S, L, X indexes, chosen by its status: pending in R,
@@ -43,6 +44,7 @@ META_APPLIED = b"Mapplied"
 META_SEQ = b"Mseq"
 META_COUNTERS = b"Mcounters"
 META_PAUSED = b"Mpaused"
+META_RESTORED = b"Mrestored"  # written by a restore (broker/restore.py), never by apply
 
 
 def u64(value: int) -> bytes:

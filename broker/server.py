@@ -20,6 +20,7 @@ from broker.config import Config
 from broker.log.base import Log
 from broker.log.local import LocalLog
 from broker.machine import StateMachine
+from broker.restore import StartupRefused, check_raft_start
 from broker.service import Service
 from broker.store import Store
 from broker.sweeper import Sweeper
@@ -54,6 +55,13 @@ class Broker:
                            max_write_buffer_number=p.max_write_buffer_number,
                            block_cache_size=p.block_cache_size)
         self.machine = StateMachine(self.store)
+        try:
+            # A database with an applied index under a journal that does not exist yet
+            # (a backup or a single-node directory dropped in): refuse, never skip entries.
+            check_raft_start(config, self.machine.applied_index)
+        except StartupRefused:
+            self.store.close()
+            raise
         self.log = build_log(config, self.machine, self.store)
         self.auth = Authenticator(config.auth.enabled, config.auth.api_keys)
         self.service = Service(config, self.store, self.log, self.auth)
