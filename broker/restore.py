@@ -32,6 +32,7 @@ from pathlib import Path
 
 from broker import keys
 from broker.config import Config
+from broker.store import fsync_dir, fsync_tree
 
 log = logging.getLogger("tq.restore")
 
@@ -192,26 +193,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def fsync_tree(root: Path) -> None:
-    """fsync every file and directory under ``root`` (and ``root`` itself)."""
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(dirpath)
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

@@ -56,8 +56,32 @@ class Store:
 
     def open(self) -> None:
         with self.lock:
+            self._finish_interrupted_swap()
             self.path.mkdir(parents=True, exist_ok=True)
             self.db = rocksdict.Rdict(str(self.path), self._options())
+
+    def _sibling(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.name + suffix)
+
+    def _finish_interrupted_swap(self) -> None:
+        """Settle a :meth:`replace_with` that a crash interrupted (see there).
+
+        ``.installing`` is never complete: dropped. ``.ready`` is complete and fsynced: if the
+        database directory is missing, the crash fell between the two renames and the swap
+        is finished; otherwise the swap never began and ``.ready`` is dropped. ``.old`` is the
+        previous database: put back if nothing replaced it, else dropped.
+        """
+        installing, ready, old = (self._sibling(s) for s in (".installing", ".ready", ".old"))
+        shutil.rmtree(installing, ignore_errors=True)
+        if not self.path.exists():
+            if ready.exists():
+                os.replace(ready, self.path)
+                fsync_dir(self.path.parent)
+            elif old.exists():
+                os.replace(old, self.path)
+                fsync_dir(self.path.parent)
+        shutil.rmtree(ready, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     def close(self) -> None:
         with self.lock:
@@ -79,15 +103,50 @@ class Store:
         with self.lock:
             rocksdict.Checkpoint(self.db).create_checkpoint(str(target))
 
-    def replace_with(self, source: str | os.PathLike) -> None:
-        """Swap the database for the checkpoint at ``source`` (snapshot install)."""
+    def replace_with(self, source: str | os.PathLike, *, consume: bool = False) -> None:
+        """Swap the database for the checkpoint at ``source`` (snapshot install), durably:
+        :meth:`prepare_replacement`, then :meth:`swap_prepared`."""
+        self.prepare_replacement(source, consume=consume)
+        self.swap_prepared()
+
+    def prepare_replacement(self, source: str | os.PathLike, *, consume: bool = False) -> None:
+        """Stage the checkpoint at ``source`` as ``<dir>.ready``, complete and fsynced.
+
+        It becomes ``<dir>.installing`` (moved when ``consume`` and on the same filesystem,
+        else copied), every file and directory in it is fsynced, and only then is it renamed
+        ``<dir>.ready`` (the parent fsynced). The open database is untouched, so this slow
+        part runs while the broker keeps serving.
+        """
+        source = Path(source)
+        installing, ready = self._sibling(".installing"), self._sibling(".ready")
+        for leftover in (installing, ready):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if consume and os.stat(source).st_dev == os.stat(self.path.parent).st_dev:
+            os.replace(source, installing)
+        else:
+            shutil.copytree(source, installing)
+        fsync_tree(installing)
+        os.replace(installing, ready)
+        fsync_dir(self.path.parent)
+
+    def swap_prepared(self) -> None:
+        """Put ``<dir>.ready`` in place of the database and reopen it.
+
+        Close, rename ``<dir>`` to ``<dir>.old`` and ``<dir>.ready`` to ``<dir>``, fsync the
+        parent, delete the old one. When this returns a power cut finds the new database,
+        never a mix or a missing directory (which RocksDB would open as an empty database);
+        :meth:`open` settles a crash at any point in between.
+        """
+        ready, old = self._sibling(".ready"), self._sibling(".old")
+        if not ready.is_dir():
+            raise FileNotFoundError(f"{ready}: nothing prepared to swap in")
         with self.lock:
             self.close()
-            staging = self.path.with_name(self.path.name + ".old")
-            shutil.rmtree(staging, ignore_errors=True)
-            os.replace(self.path, staging)
-            shutil.copytree(source, self.path)
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.path, old)
+            os.replace(ready, self.path)
+            fsync_dir(self.path.parent)
+            shutil.rmtree(old, ignore_errors=True)
             self.open()
 
     # ---------------------------------------------------------------------------- reads
@@ -142,6 +201,26 @@ class Store:
             except Exception:  # a property this RocksDB build lacks
                 out[name] = None
         return out
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """fsync every file and directory under ``root``, ``root`` itself included."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(dirpath)
 
 
 # Only these tables are searched by range inside apply; other keys skip the sorted list.

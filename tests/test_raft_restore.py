@@ -115,3 +115,33 @@ def test_cluster_restored_from_one_backup_on_every_node(tmp_path):
         assert len(set(cluster.frozen_db_digests().values())) == 1
     finally:
         cluster.stop()
+
+
+def test_follower_installs_a_leader_snapshot_and_keeps_it_across_a_kill(tmp_path):
+    """A follower that fell behind the leader's compacted journal installs its snapshot (the
+    durable swap of Store.replace_with), and a SIGKILL right after leaves it consistent."""
+    cluster = Cluster(tmp_path / "c", 3, {"raft": {"snapshot_min_entries": 100}},
+                      election_timeout_ms=400)
+    cluster.start()
+    try:
+        leader = cluster.leader(20)
+        follower = (leader + 1) % 3
+        cluster.kill(follower)
+        with cluster.client(leader) as c:
+            ids = [c.submit("t", i, queue="q")["id"] for i in range(300)]
+        cluster.restart(follower)
+        deadline = time.monotonic() + 30
+        while "installed snapshot" not in cluster.nodes[follower].logs():
+            assert time.monotonic() < deadline, cluster.nodes[follower].logs()
+            time.sleep(0.1)
+        cluster.wait_converged(30)
+        cluster.kill(follower)
+        data = Path(cluster.nodes[follower].config["persistence"]["data_dir"])
+        assert sorted(p.name for p in data.parent.iterdir() if p.is_dir()) == [
+            "data", "data.raft"]  # no staging left over
+        cluster.restart(follower)
+        cluster.wait_converged(30)
+        assert set(ids) <= set(cluster.tasks(follower))
+        assert len({cluster.task_digest(i) for i in range(3)}) == 1
+    finally:
+        cluster.stop()

@@ -525,7 +525,10 @@ class RaftLog(GroupCommitLog):
                 members = [m for m in tar.getmembers() if m.name.startswith("db/")
                            and not m.issym() and not m.islnk() and ".." not in m.name]
                 tar.extractall(target, members=members, filter="data")
-                self._exclusive(lambda: self._install(target / "db"))
+                # Staged and fsynced while the loop still serves; swapped (renames, parent
+                # fsynced) with the loop parked: durable before the node acts on it.
+                self.store.prepare_replacement(target / "db", consume=True)
+                self._exclusive(self._install)
                 shutil.rmtree(target, ignore_errors=True)
                 self.snapshots_installed += 1
                 log.info("installed snapshot: machine index %d (raft %d) in %.0f ms",
@@ -536,8 +539,8 @@ class RaftLog(GroupCommitLog):
         # peer: a 3-node cluster counted 4 members and lost its quorum with one node down).
         return entries[0], entries[1], {TCPNode(addr) for addr in meta["cluster"]}
 
-    def _install(self, source: Path) -> None:
-        self.store.replace_with(source)
+    def _install(self) -> None:
+        self.store.swap_prepared()
         self._machine.load()
         self.view.publish()
 
