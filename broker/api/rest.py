@@ -172,7 +172,10 @@ class RestServer:
         @app.get("/health/leader")
         async def health_leader(request):
             status = service.log.status()
-            if service.log.is_leader() and not self.broker.stopping.is_set():
+            # A Raft leader must also have heard from a majority within the election
+            # timeout: a deposed leader that has not noticed yet answers 503.
+            check = getattr(service.log, "leads_with_quorum", service.log.is_leader)
+            if check() and not self.broker.stopping.is_set():
                 return json_response({"status": "leader", "node_id": status.get("node_id"),
                                       "leader": status.get("leader")})
             return json_response({"status": "not_leader", "node_id": status.get("node_id"),

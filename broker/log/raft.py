@@ -121,8 +121,27 @@ class _GuardedTransport(TCPTransport):
                         owner._snapshot_message()
                 message = dict(message, commit_index=0)
             callback(node, message)
+            if isinstance(message, dict) and message.get("type") == "next_node_idx":
+                owner = getattr(self._syncObj, "_owner", None)
+                if owner is not None:
+                    owner._heard_from(node)
 
         super().setOnMessageReceivedCallback(guarded)
+
+
+def quorum_contact(term: int, peers: list[str], heard: dict[str, tuple[int, float]],
+                   now: float, window: float) -> bool:
+    """Check-quorum: did a majority of the members (this leader included) answer this
+    leader, in its current ``term``, within the last ``window`` seconds?
+
+    ``heard`` maps a peer's Raft address to (term, monotonic time) of its last answer to an
+    AppendEntries. A leader that fails this may be deposed without knowing it (cut off, or
+    frozen while the others elected a new one): it must not call itself the leader.
+    """
+    fresh = sum(1 for peer in peers
+                if (seen := heard.get(peer)) is not None and seen[0] == term
+                and now - seen[1] <= window)
+    return (fresh + 1) * 2 > len(peers) + 1
 
 
 class _Engine(SyncObj):
@@ -196,6 +215,8 @@ class RaftLog(GroupCommitLog):
         self._snap_state = SERIALIZER_STATE.NOT_SERIALIZING
         self.snapshots_taken = 0
         self.apply_errors = 0
+        # peer raft address -> (term, monotonic time) of its last answer to this leader
+        self._heard: dict[str, tuple[int, float]] = {}
 
     # ---------------------------------------------------------------------- lifecycle
 
@@ -571,6 +592,29 @@ class RaftLog(GroupCommitLog):
 
     def is_leader(self) -> bool:
         return self.engine is not None and self.engine._isLeader()
+
+    def _heard_from(self, node) -> None:
+        """Tick thread: a peer answered an AppendEntries (pysyncobj's next_node_idx)."""
+        engine = self.engine
+        if engine is not None and engine._isLeader():
+            self._heard[getattr(node, "address", str(node))] = (engine.raftCurrentTerm,
+                                                                time.monotonic())
+
+    def leads_with_quorum(self) -> bool:
+        """Leader, and a majority answered it in its term within ``raft.election_timeout_ms``.
+
+        pysyncobj's own state says "leader" until its tick thread notices the new term or the
+        missing answers; a leader frozen (GC, SIGSTOP, overloaded host) or cut off meanwhile
+        is still "leader" there, next to the newly elected one. ``/health/leader`` uses this
+        instead: followers start an election only after an election timeout without hearing
+        the leader, so a leader with answers younger than that is not yet replaced (a
+        check-quorum for routing, not a read lease: nothing is acknowledged on it).
+        """
+        engine = self.engine
+        if engine is None or not engine._isLeader():
+            return False
+        return quorum_contact(engine.raftCurrentTerm, self.peer_raft, dict(self._heard),
+                              time.monotonic(), self.election_timeout)
 
     def leader_address(self) -> str | None:
         if self.engine is None:
