@@ -186,3 +186,34 @@ def test_raft_node_refuses_to_start_on_a_backup_without_a_journal(broker_factory
     done = tq_broker("--config", str(node.config_path), "--restore", str(moved))
     assert done.returncode == 0, done.stderr
     assert read_meta(single_data)[0] == 0
+
+
+def test_restore_sh_restores_a_raft_node_through_tq_broker(broker_factory, tmp_path):
+    """restore.sh --config: the Raft node's data and journal are replaced by tq-broker
+    --restore; it waits while the database is open and refuses without --config."""
+    broker = broker_factory()
+    with Client(broker.addr) as c:
+        c.submit("t", "x")
+    tarball = backup_of(broker, tmp_path / "backups")
+    broker.stop()
+    node = raft_config(tmp_path / "node", tmp_path / "node" / "data")
+    data_dir = Path(node.config["persistence"]["data_dir"])
+    raft_dir = data_dir.with_name("data.raft")
+    node.start()  # a lone Raft node: no leader, but its database is open
+    try:
+        refused = run("restore.sh", "--no-service", "--data-dir", str(data_dir), tarball)
+        assert refused.returncode == 1 and "Raft cluster node" in refused.stderr
+        assert "--config" in refused.stderr
+        busy = run("restore.sh", "--no-service", "--config", str(node.config_path), tarball)
+        assert busy.returncode == 1 and "still has the database open" in busy.stderr
+        assert not list(data_dir.parent.glob("*.before-restore-*"))
+    finally:
+        node.terminate()
+    assert (raft_dir / "journal").exists()
+    pidfile = tmp_path / "pid"
+    result = run("restore.sh", "--config", str(node.config_path),
+                 "--stop-cmd", "true", "--start-cmd", f"echo started >{pidfile}", tarball)
+    assert result.returncode == 0, result.stderr
+    assert "applied index reset to 0" in result.stderr and pidfile.read_text() == "started\n"
+    assert read_meta(data_dir)[0] == 0 and not raft_dir.exists()
+    assert len(list(data_dir.parent.glob("data.raft.before-restore-*"))) == 1

@@ -2,7 +2,8 @@
 # Restore a broker's data directory from a backup made by backup.sh. The guide's procedure
 # (stop, restore, start) made safe:
 #
-#   restore.sh [--data-dir DIR] [--service UNIT | --stop-cmd CMD --start-cmd CMD | --no-service]
+#   restore.sh [--data-dir DIR | --config FILE]
+#              [--service UNIT | --stop-cmd CMD --start-cmd CMD | --no-service]
 #              [--owner USER:GROUP] BACKUP.tar.gz
 #
 #   1. checks the tarball is a whole RocksDB snapshot (CURRENT and MANIFEST inside);
@@ -17,19 +18,26 @@
 #      (`systemctl start UNIT`, or --start-cmd; nothing with --no-service).
 #
 # Defaults: DIR /var/lib/task-queue (env DATA_DIR), UNIT task-queue-broker (env TQ_SERVICE).
-# Single-node brokers only: a Raft node (DIR.raft exists) is refused -- a cluster node that
-# lost its data is wiped and re-synced from its peers instead (docs/operations.md).
+#
+# --config FILE (the broker's configuration; required for a Raft node, where DIR.raft
+# exists): steps 3-4 are done by `tq-broker --config FILE --restore BACKUP` (env TQ_BROKER,
+# default tq-broker on PATH), which also moves the Raft journal aside and re-bases the log.
+# A cluster is restored by running this on EVERY node with the SAME archive, all brokers
+# stopped before the first one starts (docs/operations.md). A single node that lost its
+# data within a healthy cluster is not restored: wipe it and let it catch up from its peers.
 set -euo pipefail
 
 DATA_DIR="${DATA_DIR:-/var/lib/task-queue}"
 SERVICE="${TQ_SERVICE:-task-queue-broker}"
-STOP_CMD="" START_CMD="" NO_SERVICE=0 OWNER="" TARBALL=""
+TQ_BROKER="${TQ_BROKER:-tq-broker}"
+STOP_CMD="" START_CMD="" NO_SERVICE=0 OWNER="" TARBALL="" CONFIG=""
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "restore.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --data-dir) DATA_DIR="$2"; shift 2 ;;
+    --config) CONFIG="$2"; shift 2 ;;
     --service) SERVICE="$2"; shift 2 ;;
     --stop-cmd) STOP_CMD="$2"; shift 2 ;;
     --start-cmd) START_CMD="$2"; shift 2 ;;
@@ -43,10 +51,18 @@ done
 [ -n "$TARBALL" ] || { echo "restore.sh: which backup? (BACKUP.tar.gz)" >&2; usage 2 >&2; }
 [ -f "$TARBALL" ] || die "$TARBALL: no such file"
 DATA_DIR="${DATA_DIR%/}"
-[ ! -e "$DATA_DIR.raft" ] || die "$DATA_DIR.raft exists: this is a Raft cluster node. Do not \
-restore it from a backup; wipe it and let it catch up from its peers (docs/operations.md)."
+if [ -n "$CONFIG" ]; then
+  [ -f "$CONFIG" ] || die "$CONFIG: no such configuration file"
+  "$TQ_BROKER" --check-config "$CONFIG" >/dev/null || die "$CONFIG: invalid configuration"
+  DATA_DIR=""   # tq-broker takes persistence.data_dir from the configuration
+fi
+[ -n "$CONFIG" ] || [ ! -e "$DATA_DIR.raft" ] || die "$DATA_DIR.raft exists: this is a Raft \
+cluster node. To restore the whole cluster from this backup, stop every broker and run \
+restore.sh --config /etc/task-queue/NODE.yaml with the same archive on every node. A single \
+node that lost its data in a healthy cluster is not restored: wipe it and let it catch up \
+from its peers (docs/operations.md)."
 
-if command -v mountpoint >/dev/null 2>&1 && mountpoint -q "$DATA_DIR"; then
+if [ -n "$DATA_DIR" ] && command -v mountpoint >/dev/null 2>&1 && mountpoint -q "$DATA_DIR"; then
   die "$DATA_DIR is a mount point (a container volume?): it cannot be moved aside. Run the \
 restore where the volume's folder is an ordinary directory (the host's ./data for \
 docker-compose.yml), with the broker container stopped."
@@ -65,6 +81,23 @@ if [ "$NO_SERVICE" = 0 ]; then
     echo "stopping the broker: systemctl stop $SERVICE" >&2; systemctl stop "$SERVICE"
   fi
 fi
+# A service takes a moment to exit; with --no-service it should be down already.
+if [ "$NO_SERVICE" = 1 ]; then tries=4; else tries=60; fi
+
+if [ -n "$CONFIG" ]; then
+  # 3-4 by the broker itself: it refuses while the database is open, changes nothing then.
+  for _ in $(seq 1 "$tries"); do
+    if out="$("$TQ_BROKER" --config "$CONFIG" --restore "$TARBALL" 2>&1)"; then
+      printf '%s\n' "$out" >&2; restored=1; break
+    fi
+    case "$out" in *"LOCK held"*) sleep 0.5 ;; *) printf '%s\n' "$out" >&2; die "tq-broker --restore failed; see above" ;; esac
+  done
+  [ "${restored:-0}" = 1 ] || { printf '%s\n' "$out" >&2; die "a process still has the database open (is the broker stopped?); nothing changed"; }
+  if [ -n "$OWNER" ] && [ "$(id -u)" -eq 0 ]; then
+    data="$(sed -n 's/^restored .* into \(.*\): [0-9]* tasks.*/\1/p' <<<"$out")"
+    [ -z "$data" ] || chown -R "$OWNER" "$data"
+  fi
+else
 db_in_use() {
   # RocksDB holds an fcntl lock on DIR/LOCK while a process has the database open.
   [ -f "$DATA_DIR/LOCK" ] || return 1
@@ -82,8 +115,6 @@ with open(sys.argv[1], "r+") as f:
 sys.exit(1)
 PY
 }
-# A service takes a moment to exit; with --no-service it should be down already.
-if [ "$NO_SERVICE" = 1 ]; then tries=4; else tries=60; fi
 for _ in $(seq 1 "$tries"); do db_in_use || break; sleep 0.5; done
 ! db_in_use || die "a process still has $DATA_DIR open (is the broker stopped?); nothing changed"
 
@@ -103,6 +134,7 @@ fi
 # 4. Owner, then start.
 if [ -n "$OWNER" ] && [ "$(id -u)" -eq 0 ]; then chown -R "$OWNER" "$DATA_DIR"; fi
 echo "restored $TARBALL into $DATA_DIR" >&2
+fi
 if [ "$NO_SERVICE" = 0 ]; then
   if [ -n "$START_CMD" ]; then
     echo "starting the broker: $START_CMD" >&2; bash -c "$START_CMD"
