@@ -77,7 +77,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                    "requests.", 0, 600),
     },
     "persistence": {
-        "data_dir": Key("str", "./tq-data", "RocksDB directory (created if missing)."),
+        "data_dir": Key("str", "./tq-data", "RocksDB directory (created if missing); a "
+                        "cluster node keeps its Raft journal in data_dir.raft beside it. "
+                        "Put a backup back with tq-broker --config FILE --restore BACKUP "
+                        "(broker stopped; in a cluster on every node, same backup)."),
         "wal_sync_interval_ms": Key("int", 100, "0: fsync before acknowledging any write. "
                                     "N > 0: fsync at most every N ms; a power cut can lose the "
                                     "last N ms of acknowledged writes (a process crash loses "
@@ -100,8 +103,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                "their broker port + 1."),
         "secret": Key("str", "", "Shared cluster secret; required when enabled (Raft traffic "
                       "is authenticated with it)."),
-        "election_timeout_ms": Key("int", 1000, "Raft election timeout (lower bound).",
-                                   100, 60000),
+        "election_timeout_ms": Key("int", 1000, "Raft election timeout (lower bound); "
+                                   "also the window in which a leader must have heard from "
+                                   "a majority to pass /health/leader.", 100, 60000),
         "snapshot_min_entries": Key("int", 100000, "Log entries between snapshots.", 100),
         "forward_timeout_secs": Key("float", 10.0, "How long a follower waits for the leader "
                                     "to commit a forwarded write.", 0.1, 600),
