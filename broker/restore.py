@@ -233,6 +233,8 @@ def restore(config: Config, backup: str | os.PathLike, *, stamp: str | None = No
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
+    if data_dir.is_dir():
+        os.chmod(staging, stat.S_IMODE(data_dir.stat().st_mode))
     try:
         if backup.is_dir():
             newest = _copy_directory(backup, staging)
