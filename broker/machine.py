@@ -108,7 +108,9 @@ class Counters:
 
     def waiting(self, queue: str) -> int:
         counts = self.queues.get(queue)
-        return 0 if counts is None else sum(counts[s] for s in WAITING)
+        # Spelled out (not a sum over WAITING): every submit asks, and this is its cost.
+        return 0 if counts is None else (
+            counts[SCHEDULED] + counts[PENDING] + counts[FAILED])
 
     def savepoint(self) -> int:
         return len(self._undo)
@@ -262,8 +264,9 @@ class StateMachine:
             existing_id = ov.get(keys.idempotency(idem))
             if existing_id is not None:
                 return self._duplicate(existing_id.decode())
-        if ov.get(keys.task(spec["id"])) is not None:
-            return self._duplicate(spec["id"])
+        task_id = spec["id"]
+        if ov.get(keys.task(task_id)) is not None:
+            return self._duplicate(task_id)
         queue = spec["queue"]
         if self.counters.waiting(queue) >= depth_limit:
             return Rejected(errors.QUEUEFULL,
@@ -271,20 +274,21 @@ class StateMachine:
                             f"(broker.queue_depth_threshold)")
         run_at_ms = spec.get("run_at_ms")
         delayed = run_at_ms is not None and run_at_ms > now
+        now_secs = now / 1000.0
         task = {
-            "id": spec["id"], "type": spec["type"], "queue": queue,
+            "id": task_id, "type": spec["type"], "queue": queue,
             "payload": spec.get("payload"), "priority": spec["priority"],
             "max_retries": spec["max_retries"], "run_at": _secs(run_at_ms),
             "timeout_secs": spec.get("timeout_secs"),
             "retry_backoff_secs": spec["retry_backoff_secs"], "idempotency_key": idem,
             "status": None, "attempts": 0, "result": None, "error": None,
-            "backtrace": None, "worker": None, "created_at": now / 1000.0,
-            "updated_at": now / 1000.0, "started_at": None, "finished_at": None,
+            "backtrace": None, "worker": None, "created_at": now_secs,
+            "updated_at": now_secs, "started_at": None, "finished_at": None,
             "lease_expires_at": None,
             "_run_ms": run_at_ms if delayed else now, "_token": 0,
         }
         if idem:
-            ov.put(keys.idempotency(idem), spec["id"].encode())
+            ov.put(keys.idempotency(idem), task_id.encode())
         self._transition(task, SCHEDULED if delayed else PENDING, now, fresh=True)
         self.counters.total("submitted")
         return public(task)

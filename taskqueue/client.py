@@ -26,7 +26,6 @@ import random
 import socket
 import ssl
 import time
-import uuid
 from typing import Any, Callable, Iterable, Iterator
 
 from taskqueue import jsonutil
@@ -85,13 +84,15 @@ def parse_addresses(addresses: str | Address | Iterable[str | Address]) -> list[
 
 
 def new_task_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits, the shape of a uuid4's hex (without its version bits: the
+    id is opaque), at a third of uuid.uuid4()'s cost on the submit path."""
+    return os.urandom(16).hex()
 
 
 def build_task(type: str, payload: Any = None, **options: Any) -> dict:
     """A SUBMIT task object, always with an id so that a retried submit is idempotent."""
-    unknown = set(options) - SUBMIT_OPTIONS
-    if unknown:
+    if not options.keys() <= SUBMIT_OPTIONS:
+        unknown = options.keys() - SUBMIT_OPTIONS
         raise TypeError(f"unknown task option(s): {', '.join(sorted(unknown))}")
     task = {"type": type, "payload": payload}
     task.update((k, v) for k, v in options.items() if v is not None)
@@ -407,6 +408,7 @@ class Client(_Endpoint, _Commands):
             sock = self.ssl_context.wrap_socket(
                 sock, server_hostname=server_hostname(self.ssl_context, address[0]))
         self._sock = sock
+        self._timeout_set = sock.gettimeout()
         self._parser = ReplyParser()
         self.address = address
 
@@ -434,7 +436,11 @@ class Client(_Endpoint, _Commands):
     def _roundtrip(self, command: str, arg: Any) -> Any:
         sock = self._sock
         try:
-            sock.settimeout(self._reply_deadline(command, arg))
+            deadline = self._reply_deadline(command, arg)
+            if deadline != self._timeout_set:
+                # settimeout is a syscall (it flips O_NONBLOCK): only when it changes.
+                sock.settimeout(deadline)
+                self._timeout_set = deadline
             sock.sendall(_frame(command, arg))
             reply = self._read_reply(sock)
         except (OSError, ProtocolError, ValueError) as exc:

@@ -274,8 +274,13 @@ def test_bad_api_key_is_fatal(broker_factory, tmp_path):
             ids = [c.submit("echo", i)["id"] for i in range(20)]
             tasks = wait_statuses(c, ids, timeout=20)
             assert all(t["status"] == "completed" for t in tasks.values())
-            registered = {w["worker_id"] for w in c.workers()}
-            assert {from_env.worker_id, from_file.worker_id} <= registered
+            # One worker may have run all 20 before the other's HELLO landed (a loaded
+            # machine): wait for both to register rather than race them.
+            wanted = {from_env.worker_id, from_file.worker_id}
+            deadline = time.monotonic() + 20
+            while not wanted <= {w["worker_id"] for w in c.workers()}:
+                assert time.monotonic() < deadline, "both keyed workers register"
+                time.sleep(0.1)
     finally:
         from_env.stop()
         from_file.stop()

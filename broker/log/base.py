@@ -106,7 +106,7 @@ class GroupCommitLog(Log):
             raise Unavailable("broker shutting down")
         future = asyncio.get_running_loop().create_future()
         self._queue.append((command, future, None))
-        self._wakeup.set()
+        self._schedule_commit()
         return await future
 
     async def propose_many(self, commands: list[list]) -> list:
@@ -114,8 +114,12 @@ class GroupCommitLog(Log):
             return [Unavailable("broker shutting down")] * len(commands)
         gather = Gather(len(commands), asyncio.get_running_loop().create_future())
         self._queue.extend((command, gather, i) for i, command in enumerate(commands))
-        self._wakeup.set()
+        self._schedule_commit()
         return await gather.future
+
+    def _schedule_commit(self) -> None:
+        """Proposals are queued: make sure the commit loop will take them."""
+        self._wakeup.set()
 
     async def _stop_proposals(self) -> None:
         """Refuse new proposals, give queued ones up to a second, fail the rest."""

@@ -38,11 +38,44 @@ class LocalLog(GroupCommitLog):
         self.max_batch = max_batch
         self._io = ThreadPoolExecutor(1, thread_name_prefix="tq-fsync")
         self._unsynced = False
+        self._commit_scheduled = False
 
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._commit_loop(), name="tq-commit"))
-        if self.sync_interval_ms > 0:
+        if self.sync_interval_ms == 0:
+            self._tasks.append(asyncio.create_task(self._commit_loop(), name="tq-commit"))
+        else:
             self._tasks.append(asyncio.create_task(self._sync_loop(), name="tq-wal-sync"))
+
+    def _schedule_commit(self) -> None:
+        if self.sync_interval_ms == 0:
+            self._wakeup.set()
+        elif not self._commit_scheduled:
+            # No fsync to wait for: commit in a plain callback at the end of this loop turn,
+            # by which time every request read in this turn has proposed (same group commit
+            # as the task loop, without its event/future/task hand-offs per entry).
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_now)
+
+    def _commit_now(self) -> None:
+        self._commit_scheduled = False
+        while self._queue:
+            taken = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            results, batch = self.machine.apply_entry(
+                self.machine.applied_index + 1, [item[0] for item in taken])
+            try:
+                self.store.write(batch, False)
+            except Exception:
+                log.critical("RocksDB write failed; exiting", exc_info=True)
+                asyncio.get_running_loop().stop()
+                raise
+            self._unsynced = True
+            self._deliver(taken, results)
+
+    def _deliver(self, taken: list, results: list) -> None:
+        self.on_applied(self.machine.woken)
+        for (_, sink, slot), result in zip(taken, results):
+            deliver(sink, slot, result)
 
     async def stop(self) -> None:
         await self._stop_proposals()
@@ -51,6 +84,7 @@ class LocalLog(GroupCommitLog):
         self._io.shutdown(wait=True)
 
     async def _commit_loop(self) -> None:
+        """wal_sync_interval_ms 0: entries wait for their fsync, so the loop is a task."""
         loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
@@ -61,22 +95,16 @@ class LocalLog(GroupCommitLog):
                 results, batch = self.machine.apply_entry(
                     self.machine.applied_index + 1, [item[0] for item in taken])
                 try:
-                    if self.sync_interval_ms == 0:
-                        # fsync off the loop: new proposals keep queueing meanwhile and
-                        # form the next group.
-                        await loop.run_in_executor(self._io, self.store.write, batch, True)
-                    else:
-                        self.store.write(batch, False)
-                        self._unsynced = True
+                    # fsync off the loop: new proposals keep queueing meanwhile and form
+                    # the next group.
+                    await loop.run_in_executor(self._io, self.store.write, batch, True)
                 except Exception:
                     # The machine's memory is ahead of the disk now; continuing could
                     # acknowledge writes that are not stored. Stop hard, restart recovers.
                     log.critical("RocksDB write failed; exiting", exc_info=True)
                     loop.stop()
                     raise
-                self.on_applied(self.machine.woken)
-                for (_, sink, slot), result in zip(taken, results):
-                    deliver(sink, slot, result)
+                self._deliver(taken, results)
 
     async def _sync_loop(self) -> None:
         loop = asyncio.get_running_loop()
