@@ -46,6 +46,8 @@ def main(argv=None) -> int:
         addr = broker.addr
     try:
         out["submit_single_per_sec"] = round(figures.submit_single(addr, args.single_tasks))
+        out["submit_single_pipelined_per_sec"] = round(
+            figures.submit_single_pipelined(addr, args.tasks))
         out["submit_bulk_per_sec"] = round(figures.submit_bulk(addr, args.tasks))
         out["submit_bulk_pipelined_per_sec"] = round(
             figures.submit_bulk(addr, args.tasks, queue="bench-bulk-pipelined", in_flight=4))

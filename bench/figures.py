@@ -19,6 +19,27 @@ def submit_single(addr: str, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
+def submit_single_pipelined(addr: str, n: int, in_flight: int = 64) -> float:
+    """Tasks/s from one client submitting one task per request, ``in_flight`` requests
+    outstanding on its one connection (AsyncClient): what a producer serving many
+    concurrent callers (a web app) does. The broker puts the requests that arrive
+    together into one group commit."""
+    return asyncio.run(_submit_single_pipelined(addr, n, in_flight))
+
+
+async def _submit_single_pipelined(addr: str, n: int, in_flight: int) -> float:
+    async with AsyncClient(addr) as client:
+        window = asyncio.Semaphore(in_flight)
+
+        async def one(i):
+            async with window:
+                await client.submit("noop", i, queue="bench-single-pipelined")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        return n / (time.perf_counter() - start)
+
+
 def submit_bulk(addr: str, n: int, batch: int = 1000, queue: str = "bench-bulk",
                 in_flight: int = 1) -> float:
     """Tasks/s from one client submitting ``batch`` tasks per request.

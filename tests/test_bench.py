@@ -1,0 +1,30 @@
+"""The benchmark tool runs end to end and prints every figure (small numbers: a smoke
+test of the tool, not a measurement -- speed is never asserted in tests)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FIGURES = ("submit_single_per_sec", "submit_single_pipelined_per_sec", "submit_bulk_per_sec",
+           "submit_bulk_pipelined_per_sec", "drain_per_sec", "round_trip", "broker_rss_mb")
+
+
+@pytest.mark.slow
+def test_bench_prints_every_figure_as_json():
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--json", "-n", "2000", "--single-tasks", "300",
+         "--latency-samples", "30"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    for name in FIGURES:
+        assert name in figures, name
+        if name.endswith("_per_sec"):
+            assert figures[name] > 0, name
+    assert figures["round_trip"]["samples"] == 30
+    assert 0 < figures["round_trip"]["p50_ms"] <= figures["round_trip"]["p99_ms"]
