@@ -79,6 +79,51 @@ def test_bad_requests_get_errors_and_the_connection_survives(broker):
         assert client.stats()["totals"]["submitted"] == 0  # nothing changed
 
 
+def test_pipelined_replies_keep_request_order_across_command_kinds(broker):
+    """SUBMIT runs eagerly on the connection, GET and PING as tasks or inline: a pipeline
+    mixing them (with failures) still gets its replies in request order."""
+    import json
+    raw = Raw(broker.addr)
+    raw.hello()
+    frames, expected = [], []
+    for i in range(200):
+        task_id = f"order-{i}"
+        frames.append(resp.encode_request("SUBMIT", json.dumps({"type": "echo", "id": task_id,
+                                                                  "payload": i})))
+        expected.append(("submitted", task_id))
+        frames.append(resp.encode_request("GET", json.dumps({"id": task_id})))
+        expected.append(("got", task_id))
+        if i % 50 == 0:
+            frames.append(resp.encode_request("SUBMIT", '{"type": "x", "priority": 99}'))
+            expected.append(("error", "BADREQ"))
+            frames.append(resp.encode_request("PING"))
+            expected.append(("pong", None))
+    raw.send(b"".join(frames))
+    for kind, value in expected:
+        reply = raw.reply()
+        if kind == "error":
+            assert isinstance(reply, resp.Error) and reply.code == value
+        elif kind == "pong":
+            assert reply == "PONG"
+        else:
+            assert not isinstance(reply, resp.Error), (kind, value, reply)
+            assert json.loads(reply)["id"] == value, (kind, value, reply)
+
+
+def test_a_client_vanishing_mid_pipeline_leaves_the_broker_serving(broker):
+    import json
+    for _ in range(5):
+        raw = Raw(broker.addr)
+        raw.hello()
+        raw.send(b"".join(resp.encode_request("SUBMIT", json.dumps({"type": "echo"}))
+                          for _ in range(500)))
+        raw.sock.close()  # replies owed, nobody to read them
+    with Client(broker.addr) as client:
+        assert client.submit("echo", 1)["status"] == "pending"
+        submitted = client.stats()["totals"]["submitted"]
+        assert 1 <= submitted <= 2501  # what arrived before each close, plus ours
+
+
 def test_oversized_payload_is_refused(broker_factory):
     b = broker_factory({"broker": {"max_payload_bytes": 1000}})
     with Client(b.addr) as client:
