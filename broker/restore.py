@@ -306,3 +306,36 @@ def restored_from(store) -> dict | None:
         return json.loads(raw)
     except ValueError:
         return None
+
+
+# ------------------------------------------------------------------- restore identity
+
+def restore_identity(record: dict | None) -> dict | None:
+    """What a node reports about where its database came from (cluster status, metrics):
+    ``{"backup_sha256", "backup_applied_index", "backup_time"}`` of its ``Mrestored``
+    record, or None for a database that was never restored.
+
+    It is a property of the data, not of the node: a snapshot a leader installs on a
+    follower carries the leader's record, so a cluster restored from one archive (and any
+    node caught up from it by snapshot) reports one identity everywhere."""
+    if not isinstance(record, dict):
+        return None
+    return {"backup_sha256": record.get("backup_sha256"),
+            "backup_applied_index": record.get("backup_applied_index"),
+            "backup_time": record.get("backup_time")}
+
+
+def identity_key(identity: dict | None) -> tuple | None:
+    """The part of an identity that must agree across a cluster (archive and its index)."""
+    if not isinstance(identity, dict):
+        return None
+    return (identity.get("backup_sha256"), identity.get("backup_applied_index"))
+
+
+def identities_disagree(nodes: list[dict]) -> bool:
+    """True when the reachable nodes that reported a restore identity do not all report the
+    same one (a node not restored next to restored ones counts: None is an identity too).
+    Nodes that are unreachable, or never reported the field, are left out."""
+    seen = {identity_key(n.get("restored")) for n in nodes
+            if n.get("reachable") and "restored" in n}
+    return len(seen) > 1

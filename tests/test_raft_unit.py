@@ -145,3 +145,52 @@ def test_journal_keeps_only_current_term_entries_after_a_leaders_snapshot(tmp_pa
     j.add(b"c5", 5, 1)
     assert _ids(j) == [4, 5, 6, 7, 8]
     assert _ids(DurableJournal(path, 0)) == [4, 5, 6, 7, 8]
+
+
+def test_status_compares_the_restore_identities_of_reachable_nodes(tmp_path):
+    """Each node's Mrestored (sha256 and original index) is in its status; the view is a
+    mismatch only when reachable nodes that reported one disagree (None included)."""
+    import json
+
+    from broker import keys
+    from broker.log.raft import RaftLog
+    from broker.machine import StateMachine
+    from broker.store import Store
+
+    config = cfg.from_mapping({
+        "broker": {"host": "127.0.0.1", "port": 7001},
+        "persistence": {"data_dir": str(tmp_path / "data")},
+        "raft": {"enabled": True, "node_id": "node1", "secret": "s",
+                 "peers": ["10.0.0.2:7001", "10.0.0.3:7001"]},
+    })
+    record = {"backup_applied_index": 42, "backup_sha256": "ab" * 32,
+              "backup_time": "2024-01-15T02:30:04Z", "rebased": True}
+    store = Store(tmp_path / "data")
+    store.db[keys.META_RESTORED] = json.dumps(record).encode()
+    try:
+        rl = RaftLog(config, StateMachine(store), store)
+        mine = {"backup_sha256": "ab" * 32, "backup_applied_index": 42,
+                "backup_time": "2024-01-15T02:30:04Z"}
+        assert rl.restored == mine
+        status = rl.status()  # peers never heard from: not compared, shown as None
+        assert status["restored"] == mine and status["restore_mismatch"] is False
+        assert [n["restored"] for n in status["nodes"]] == [mine, None, None]
+
+        def peer(restored, reachable=True, **extra):
+            return {"node_id": "p", "role": "follower", "reachable": reachable,
+                    "restored": restored, **extra}
+
+        rl._peer_status = {"10.0.0.2:7002": peer(mine), "10.0.0.3:7002": peer(mine)}
+        assert rl.status()["restore_mismatch"] is False
+        other = dict(mine, backup_sha256="cd" * 32)
+        rl._peer_status["10.0.0.3:7002"] = peer(other)
+        assert rl.status()["restore_mismatch"] is True
+        rl._peer_status["10.0.0.3:7002"] = peer(None)  # kept its old data: not restored
+        assert rl.status()["restore_mismatch"] is True
+        rl._peer_status["10.0.0.3:7002"] = peer(None, reachable=False)  # down: not compared
+        assert rl.status()["restore_mismatch"] is False
+        del rl._peer_status["10.0.0.3:7002"]["restored"]  # an older broker: no field
+        rl._peer_status["10.0.0.3:7002"]["reachable"] = True
+        assert rl.status()["restore_mismatch"] is False
+    finally:
+        store.close()

@@ -76,7 +76,9 @@ class Log(abc.ABC):
     @abc.abstractmethod
     def status(self) -> dict:
         """``{"mode", "node_id", "role", "leader", "term", "commit_index", "applied_index",
-        "nodes": [...]}`` for cluster-status and the metrics."""
+        "restored", "restore_mismatch", "nodes": [...]}`` for cluster-status and the
+        metrics (``restored``: :func:`broker.restore.restore_identity` of this node's data;
+        ``restore_mismatch``: reachable nodes report different ones)."""
 
     @abc.abstractmethod
     async def snapshot(self, path: str) -> int:

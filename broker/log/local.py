@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from broker.log.base import GroupCommitLog, deliver
 from broker.machine import StateMachine
+from broker.restore import restore_identity, restored_from
 from broker.store import Store
 
 log = logging.getLogger("tq.log.local")
@@ -39,6 +40,7 @@ class LocalLog(GroupCommitLog):
         self._io = ThreadPoolExecutor(1, thread_name_prefix="tq-fsync")
         self._unsynced = False
         self._commit_scheduled = False
+        self.restored = restore_identity(restored_from(store))  # Mrestored, if any
 
     async def start(self) -> None:
         if self.sync_interval_ms == 0:
@@ -124,10 +126,11 @@ class LocalLog(GroupCommitLog):
         index = self.machine.applied_index
         node = {"node_id": self.node_id, "address": self.address, "role": "leader",
                 "term": 0, "commit_index": index, "applied_index": index, "lag": 0,
-                "reachable": True}
+                "reachable": True, "restored": self.restored}
         return {"mode": "single", "node_id": self.node_id, "role": "leader",
                 "leader": self.address, "leader_id": self.node_id, "term": 0,
-                "commit_index": index, "applied_index": index, "nodes": [node]}
+                "commit_index": index, "applied_index": index, "restored": self.restored,
+                "restore_mismatch": False, "nodes": [node]}
 
     async def snapshot(self, path: str) -> int:
         # Taken between entries on the loop thread: the checkpoint holds whole entries only.

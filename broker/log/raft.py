@@ -55,6 +55,7 @@ from broker.log.base import GroupCommitLog, NotLeader, Unavailable, deliver
 from broker.log.raft_engine import (HmacAuthenticator, _fsync_dir, engine_patches,
                                     query_status)
 from broker.machine import Counters, StateMachine
+from broker.restore import identities_disagree, restore_identity, restored_from
 from broker.store import Store
 from taskqueue import jsonutil
 
@@ -215,6 +216,8 @@ class RaftLog(GroupCommitLog):
         self._snap_state = SERIALIZER_STATE.NOT_SERIALIZING
         self.snapshots_taken = 0
         self.apply_errors = 0
+        # where this database came from (Mrestored): re-read when a snapshot replaces it
+        self.restored = restore_identity(restored_from(store))
         # peer raft address -> (term, monotonic time) of its last answer to this leader
         self._heard: dict[str, tuple[int, float]] = {}
 
@@ -564,6 +567,7 @@ class RaftLog(GroupCommitLog):
         self.store.swap_prepared()
         self._machine.load()
         self.view.publish()
+        self.restored = restore_identity(restored_from(self.store))
 
     def _exclusive(self, fn) -> None:
         """Run ``fn`` (tick thread) while the event loop is parked: no read sees the swap."""
@@ -642,6 +646,7 @@ class RaftLog(GroupCommitLog):
             "members": [self.raft_address] + self.peer_raft,
             "snapshots_taken": self.snapshots_taken,
             "snapshots_installed": self.snapshots_installed,
+            "restored": self.restored,
             "time": time.time(),
         }
 
@@ -705,6 +710,11 @@ class RaftLog(GroupCommitLog):
             if not peer["reachable"]:
                 peer["role"] = "unreachable"
             nodes.append(peer)
+        # Before the defaults: a peer that never answered (or runs a version without the
+        # field) is not compared; one that answered with null is (it was not restored).
+        mismatch = identities_disagree(nodes)
+        for node in nodes:
+            node.setdefault("restored", None)
         commit = max([n["commit_index"] or 0 for n in nodes if n.get("reachable")] or [0])
         for node in nodes:
             applied = node.get("applied_index")
@@ -718,7 +728,7 @@ class RaftLog(GroupCommitLog):
         return {"mode": "raft", "node_id": self.node_id, "role": me["role"],
                 "leader": me["leader"], "leader_id": leader_id, "term": me["term"],
                 "commit_index": me["commit_index"], "applied_index": me["applied_index"],
-                "nodes": nodes}
+                "restored": me["restored"], "restore_mismatch": mismatch, "nodes": nodes}
 
     async def snapshot(self, path: str) -> int:
         loop = self._loop
