@@ -183,6 +183,8 @@ def test_workers_stats_cluster_snapshot(stub, node, tmp_path):
     cluster = stub.ClusterStatus(pb.ClusterStatusRequest())
     assert cluster.mode == "single" and cluster.role == "leader" and cluster.leader
     assert cluster.nodes[0].reachable
+    assert not cluster.HasField("restored") and not cluster.nodes[0].HasField("restored")
+    assert cluster.restore_mismatch is False
     snap = stub.CreateSnapshot(pb.CreateSnapshotRequest(path=str(tmp_path / "snap")))
     assert snap.applied_index > 0 and Path(snap.path).is_dir()
     assert status_of(stub.CreateSnapshot, pb.CreateSnapshotRequest(path=snap.path)) == (
@@ -220,3 +222,18 @@ def test_malformed_protobuf_is_invalid_argument(channel, raw):
         call(raw, timeout=5)
     assert info.value.code() == SC.INVALID_ARGUMENT
     assert dict(info.value.trailing_metadata())["tq-error-code"] == "BADREQ"
+
+
+def test_cluster_status_message_carries_restore_identities():
+    from broker.api.grpc_server import _cluster
+
+    ident = {"backup_sha256": "ab" * 32, "backup_applied_index": 42,
+             "backup_time": "2024-01-15T02:30:04Z"}
+    msg = _cluster({"mode": "raft", "node_id": "n1", "restored": ident,
+                    "restore_mismatch": True,
+                    "nodes": [{"node_id": "n1", "reachable": True, "restored": ident},
+                              {"node_id": "n2", "reachable": True, "restored": None}]})
+    assert msg.restore_mismatch and msg.restored.backup_applied_index == 42
+    assert msg.nodes[0].restored.backup_sha256 == "ab" * 32
+    assert msg.nodes[0].restored.backup_time == "2024-01-15T02:30:04Z"
+    assert not msg.nodes[1].HasField("restored")

@@ -45,6 +45,9 @@ def test_guide_alert_metrics_exist(node):
     assert value(s, "tq_raft_is_leader") == 1
     assert value(s, "tq_raft_applied_index") >= 0 and value(s, "tq_raft_term") == 0
     assert value(s, "tq_rocksdb_estimate_num_keys") >= 0
+    # never restored: the info series with empty labels, and no mismatch
+    assert value(s, "tq_restore_info", backup_sha256="", backup_applied_index="") == 1
+    assert value(s, "tq_raft_restore_mismatch") == 0
 
 
 def test_values_move(node):

@@ -135,6 +135,8 @@ def _cluster(status: dict) -> pb.ClusterStatusResponse:
     for name in ("leader", "leader_id"):
         if status.get(name):
             setattr(msg, name, str(status[name]))
+    msg.restore_mismatch = bool(status.get("restore_mismatch"))
+    _restored(msg.restored, status.get("restored"))
     for node in status.get("nodes") or []:
         item = msg.nodes.add(node_id=str(node.get("node_id") or ""),
                              address=str(node.get("address") or ""),
@@ -145,7 +147,15 @@ def _cluster(status: dict) -> pb.ClusterStatusResponse:
                              reachable=bool(node.get("reachable")))
         if isinstance(node.get("lag"), int):
             item.lag = node["lag"]
+        _restored(item.restored, node.get("restored"))
     return msg
+
+
+def _restored(field, identity) -> None:
+    if isinstance(identity, dict):
+        field.backup_sha256 = str(identity.get("backup_sha256") or "")
+        field.backup_applied_index = int(identity.get("backup_applied_index") or 0)
+        field.backup_time = str(identity.get("backup_time") or "")
 
 
 def api_key_of(context) -> str | None:

@@ -203,6 +203,22 @@ class BrokerCollector:
         yield g
         yield r
 
+        # Where the data came from (tq-broker --restore): one series per node, so
+        # `count(count by (backup_sha256) (tq_restore_info)) > 1` compares the whole cluster
+        # even when the nodes cannot reach each other; empty labels: never restored.
+        restored = status.get("restored") if isinstance(status.get("restored"), dict) else {}
+        g = GaugeMetricFamily("tq_restore_info", "Always 1; labels name the backup this "
+                              "node's database was restored from (empty: never restored).",
+                              labels=["backup_sha256", "backup_applied_index"])
+        g.add_metric([str(restored.get("backup_sha256") or ""),
+                      "" if restored.get("backup_applied_index") is None
+                      else str(restored["backup_applied_index"])], 1)
+        yield g
+        yield GaugeMetricFamily("tq_raft_restore_mismatch", "1 when the reachable nodes "
+                                "report different restores (another archive, or a node not "
+                                "restored): a mixed cluster that diverges silently.",
+                                value=1 if status.get("restore_mismatch") else 0)
+
 
 class _QuietHandler(WSGIRequestHandler):
     timeout = 10  # an idle or slow connection cannot pin a thread

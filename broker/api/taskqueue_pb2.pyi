@@ -311,8 +311,18 @@ class ClusterStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class RestoreIdentity(_message.Message):
+    __slots__ = ("backup_sha256", "backup_applied_index", "backup_time")
+    BACKUP_SHA256_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_TIME_FIELD_NUMBER: _ClassVar[int]
+    backup_sha256: str
+    backup_applied_index: int
+    backup_time: str
+    def __init__(self, backup_sha256: _Optional[str] = ..., backup_applied_index: _Optional[int] = ..., backup_time: _Optional[str] = ...) -> None: ...
+
 class ClusterNode(_message.Message):
-    __slots__ = ("node_id", "address", "role", "term", "commit_index", "applied_index", "lag", "reachable")
+    __slots__ = ("node_id", "address", "role", "term", "commit_index", "applied_index", "lag", "reachable", "restored")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +331,7 @@ class ClusterNode(_message.Message):
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     role: str
@@ -329,10 +340,11 @@ class ClusterNode(_message.Message):
     applied_index: int
     lag: int
     reachable: bool
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., lag: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
+    restored: RestoreIdentity
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., lag: _Optional[int] = ..., reachable: _Optional[bool] = ..., restored: _Optional[_Union[RestoreIdentity, _Mapping]] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
-    __slots__ = ("mode", "node_id", "role", "leader", "leader_id", "term", "commit_index", "applied_index", "nodes")
+    __slots__ = ("mode", "node_id", "role", "leader", "leader_id", "term", "commit_index", "applied_index", "nodes", "restored", "restore_mismatch")
     MODE_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +354,8 @@ class ClusterStatusResponse(_message.Message):
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_MISMATCH_FIELD_NUMBER: _ClassVar[int]
     mode: str
     node_id: str
     role: str
@@ -351,7 +365,9 @@ class ClusterStatusResponse(_message.Message):
     commit_index: int
     applied_index: int
     nodes: _containers.RepeatedCompositeFieldContainer[ClusterNode]
-    def __init__(self, mode: _Optional[str] = ..., node_id: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., leader_id: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[ClusterNode, _Mapping]]] = ...) -> None: ...
+    restored: RestoreIdentity
+    restore_mismatch: bool
+    def __init__(self, mode: _Optional[str] = ..., node_id: _Optional[str] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., leader_id: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[ClusterNode, _Mapping]]] = ..., restored: _Optional[_Union[RestoreIdentity, _Mapping]] = ..., restore_mismatch: _Optional[bool] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ("path",)
