@@ -16,6 +16,9 @@ Exit codes:
 1     the broker answered with an error (the message names its code, e.g. NOTFOUND)
 2     usage error (bad arguments, bad JSON in --payload)
 3     cannot connect to the broker (or the connection broke mid-command)
+4     the broker answered, but the cluster is degraded: ``cluster-status`` found
+      reachable nodes restored from different backups (or some not restored); the
+      output is printed as usual and a warning goes to stderr
 ====  ==============================================================================
 """
 
@@ -33,7 +36,7 @@ from taskqueue.client import Client
 from taskqueue.errors import BrokerError, ConnectionLost
 from taskqueue.tlsutil import client_context_from_paths
 
-EXIT_OK, EXIT_BROKER_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_BROKER_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DEGRADED = 0, 1, 2, 3, 4
 
 STATUSES = ("scheduled", "pending", "running", "completed", "failed", "dead", "cancelled")
 QUEUE_COLUMNS = ("scheduled", "pending", "running", "failed", "completed", "dead",
@@ -56,10 +59,39 @@ def show_cluster(info):
     print(f"mode: {info.get('mode')}   node: {info.get('node_id')}   "
           f"leader: {info.get('leader') or '-'}")
     output.table(["node_id", "address", "role", "term", "commit_index", "applied_index",
-                  "lag", "reachable"],
-                 [[n.get(k) for k in ("node_id", "address", "role", "term", "commit_index",
-                                      "applied_index", "lag", "reachable")]
+                  "lag", "reachable", "restored_from"],
+                 [[*(n.get(k) for k in ("node_id", "address", "role", "term", "commit_index",
+                                        "applied_index", "lag", "reachable")),
+                   _restored_label(n)]
                   for n in info.get("nodes", [])])
+
+
+def _restored_label(node) -> str:
+    """``SHA256[:12]@INDEX`` of the backup a node's data was restored from; ``-`` never
+    restored; ``?`` unknown (a peer that is unreachable and never said)."""
+    restored = node.get("restored")
+    if isinstance(restored, dict):
+        return f"{str(restored.get('backup_sha256') or '?')[:12]}@" \
+               f"{restored.get('backup_applied_index')}"
+    if "restored" not in node or (restored is None and not node.get("reachable")):
+        return "?"
+    return "-"
+
+
+def check_cluster(info) -> int:
+    """Exit code of cluster-status: EXIT_DEGRADED, with a warning on stderr, when the
+    broker found reachable nodes that were restored from different backups."""
+    if not isinstance(info, dict) or not info.get("restore_mismatch"):
+        return EXIT_OK
+    seen = ", ".join(f"{n.get('node_id')} " + ("not restored" if n.get("restored") is None
+                                                else _restored_label(n))
+                     for n in info.get("nodes", []) if n.get("reachable"))
+    print("tq-admin: WARNING: the nodes' data comes from different restores (another "
+          f"backup, or a node not restored): {seen}. They apply the same log to different "
+          "data and diverge silently. Stop every broker and restore the SAME backup on "
+          "EVERY node (tq-broker --config FILE --restore BACKUP; docs/operations.md, "
+          "Restoring a cluster).", file=sys.stderr)
+    return EXIT_DEGRADED
 
 
 def cmd_workers(client, args):
@@ -229,6 +261,7 @@ def cmd_hash_key(args):
 
 
 # name -> (function, human renderer); a renderer of None prints the JSON anyway.
+# CHECKS: name -> a function of the result giving the exit code (after printing it).
 COMMANDS = {
     "cluster-status": (cmd_cluster_status, show_cluster),
     "workers": (cmd_workers, show_workers),
@@ -247,6 +280,7 @@ COMMANDS = {
     "import": (cmd_import, show_import),
     "hash-key": (None, lambda r: print(r["key_hash"])),
 }
+CHECKS = {"cluster-status": check_cluster}
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -294,7 +328,8 @@ def cmd_membership(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tq-admin", description="Inspect and operate a task-queue broker.",
-        epilog="exit codes: 0 ok, 1 broker error reply, 2 usage, 3 cannot connect")
+        epilog="exit codes: 0 ok, 1 broker error reply, 2 usage, 3 cannot connect, "
+        "4 cluster degraded (cluster-status: nodes restored from different backups)")
     _connection_flags(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _connection_flags(common, suppress=True)
@@ -372,18 +407,29 @@ def _run_once(client: Client, args):
     return result
 
 
-def _watch(client: Client, args) -> None:
+def _exit_code(args, result) -> int:
+    check = CHECKS.get(args.command)
+    if check is None:
+        return EXIT_OK
+    sys.stdout.flush()  # the output first, then the warning (stderr)
+    return check(result)
+
+
+def _watch(client: Client, args) -> int:
+    """Refresh until Ctrl-C; the exit code is the last refresh's."""
     clear = sys.stdout.isatty() and not args.json
+    code = EXIT_OK
     try:
         while True:
             if clear:
                 sys.stdout.write("\x1b[H\x1b[2J")
             print(time.strftime("%H:%M:%S"), f"(every {args.watch:g}s, Ctrl-C to stop)")
-            _run_once(client, args)
+            code = _exit_code(args, _run_once(client, args))
             sys.stdout.flush()
             time.sleep(args.watch)
     except KeyboardInterrupt:
         pass
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,13 +445,13 @@ def main(argv: list[str] | None = None) -> int:
                                                 args.tls_server_name)
         with Client(args.broker_addr, api_key=args.api_key, ssl_context=ssl_context) as client:
             if getattr(args, "watch", None):
-                _watch(client, args)
+                return _watch(client, args)
             elif args.command == "import":
                 # a partial import is a failure an operator's script must notice
                 if _run_once(client, args)["failed"]:
                     return EXIT_BROKER_ERROR
             else:
-                _run_once(client, args)
+                return _exit_code(args, _run_once(client, args))
     except UsageError as exc:
         print(f"tq-admin: {exc}", file=sys.stderr)
         return EXIT_USAGE

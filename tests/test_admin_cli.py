@@ -236,3 +236,45 @@ def test_import_draws_a_progress_bar_on_a_terminal(broker, tmp_path):
     os.close(leader)
     assert proc.returncode == 0 and "imported 2500" in out
     assert b"importing [" in drawn and b"2500/2500" in drawn
+
+
+def _cluster_reply(identities: list, mismatch: bool) -> dict:
+    nodes = []
+    for i, restored in enumerate(identities):
+        node = {"node_id": f"n{i + 1}", "address": f"127.0.0.1:{7011 + 10 * i}",
+                "role": "leader" if i == 0 else "follower", "term": 2, "commit_index": 9,
+                "applied_index": 9, "lag": 0, "reachable": True, "restored": restored}
+        nodes.append(node)
+    return {"mode": "raft", "node_id": "n1", "role": "leader", "leader": nodes[0]["address"],
+            "leader_id": "n1", "term": 2, "commit_index": 9, "applied_index": 9,
+            "restored": identities[0], "restore_mismatch": mismatch, "nodes": nodes}
+
+
+@pytest.mark.parametrize("mismatch", [False, True])
+def test_cluster_status_shows_restore_identities_and_warns_on_a_mix(mismatch):
+    """The broker's verdict (restore_mismatch) decides: table and --json both print the
+    status; a mix adds a warning on stderr and exit code 4 (degraded)."""
+    from taskqueue.resp import encode_bulk
+    from tests.fake_broker import FakeBroker
+
+    a = {"backup_sha256": "5d41402abc4b2a76" + "0" * 48, "backup_applied_index": 91234,
+         "backup_time": "2024-01-15T02:30:04Z"}
+    b = dict(a, backup_sha256="7e2" + "1" * 61, backup_applied_index=95000)
+    reply = _cluster_reply([a, a, b if mismatch else a], mismatch)
+    fake = FakeBroker().start()
+    fake.override["CLUSTER"] = encode_bulk(json.dumps(reply).encode())
+    try:
+        table = admin(fake.address, "cluster-status")
+        as_json = admin(fake.address, "cluster-status", "--json")
+    finally:
+        fake.stop()
+    assert "RESTORED_FROM" in table.stdout and "5d41402abc4b@91234" in table.stdout
+    assert json.loads(as_json.stdout)["nodes"][2]["restored"] == reply["nodes"][2]["restored"]
+    for result in (table, as_json):
+        if mismatch:
+            assert result.returncode == 4, result.stderr
+            assert "WARNING" in result.stderr and "n3 7e2111111111@95000" in result.stderr
+            assert "n1 5d41402abc4b@91234" in result.stderr
+        else:
+            assert result.returncode == 0, result.stderr
+            assert result.stderr == ""
