@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.restore import _sha256
 from taskqueue.client import Client
 from tests.brokerproc import ROOT
 from tests.fault.cluster import Cluster
@@ -80,6 +81,7 @@ def test_cluster_restored_from_one_backup_on_every_node(tmp_path):
 
         leader = cluster.leader(20)
         cluster.wait_converged(20)
+        identities = set()
         for i in range(3):
             tasks = cluster.tasks(i)
             assert set(kept) <= set(tasks), cluster.nodes[i].name
@@ -88,7 +90,13 @@ def test_cluster_restored_from_one_backup_on_every_node(tmp_path):
             with cluster.client(i) as c:
                 status = c.cluster()
             assert status["applied_index"] < backup_index  # a new log, counted from 1
+            # every node reports the same restore identity: the archive it came from
+            assert status["restored"]["backup_sha256"] == _sha256(Path(tarball))
+            identities.add(tuple(sorted(status["restored"].items())))
+            assert 3 < status["restored"]["backup_applied_index"] < backup_index
+            assert status["restore_mismatch"] is False
 
+        assert len(identities) == 1
         # A new submit, claim and ack through the new log, on a follower and the leader.
         follower = (leader + 1) % 3
         with cluster.client(follower) as c:
