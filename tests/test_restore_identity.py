@@ -99,6 +99,8 @@ def test_mixed_restore_is_reported_and_clears_once_every_node_has_the_same_backu
         assert as_json.returncode == 4 and "WARNING" in as_json.stderr
         assert json.loads(as_json.stdout)["restore_mismatch"] is True
         assert metric(node1, "tq_raft_restore_mismatch") == 1
+        assert "WARNING tq.log.raft: nodes restored from different backups: n1 " \
+            f"{ident_a[0][:12]}@{ident_a[1]}" in node1.log_path.read_text()
 
         # The odd node restored from the backup the others have (its data and journal are
         # moved aside): it catches up on the new log, and the warning is gone everywhere.
@@ -119,6 +121,8 @@ def test_mixed_restore_is_reported_and_clears_once_every_node_has_the_same_backu
         assert table.returncode == 0 and table.stderr == "", table.stderr
         assert table.stdout.count(f"{ident_a[0][:12]}@{ident_a[1]}") == 3
         assert metric(node1, "tq_raft_restore_mismatch") == 0
+        assert "the reachable nodes report the same restore again: n1 " \
+            f"{ident_a[0][:12]}@{ident_a[1]}, n2 " in node1.log_path.read_text()
         cluster.wait_converged(30)
         tasks = cluster.tasks(2)
         assert set(first) <= set(tasks) and not set(second) & set(tasks)

@@ -218,6 +218,7 @@ class RaftLog(GroupCommitLog):
         self.apply_errors = 0
         # where this database came from (Mrestored): re-read when a snapshot replaces it
         self.restored = restore_identity(restored_from(store))
+        self._restore_state: tuple = (False, ())  # last logged (mismatch, identities)
         # peer raft address -> (term, monotonic time) of its last answer to this leader
         self._heard: dict[str, tuple[int, float]] = {}
 
@@ -692,6 +693,33 @@ class RaftLog(GroupCommitLog):
                 old = self._peer_status.get(raft_addr, {})
                 self._peer_status[raft_addr] = dict(old, reachable=False,
                                                     checked_at=time.time())
+            try:
+                self._log_restore_mismatch(self.status())
+            except Exception:
+                log.debug("restore identity check failed", exc_info=True)
+
+    def _log_restore_mismatch(self, status: dict) -> None:
+        """Status thread: say so in the log when the nodes' restores start or stop to
+        disagree (once per change, not every poll)."""
+        mismatch = status.get("restore_mismatch", False)
+        seen = sorted(
+            (str(n.get("node_id")), "not restored" if not n.get("restored") else
+             f"{str(n['restored'].get('backup_sha256') or '')[:12]}@"
+             f"{n['restored'].get('backup_applied_index')}")
+            for n in status.get("nodes", []) if n.get("reachable"))
+        state = (mismatch, tuple(seen) if mismatch else ())
+        if state == self._restore_state:
+            return
+        was_mismatch = self._restore_state[0]
+        self._restore_state = state
+        listed = ", ".join(f"{node} {ident}" for node, ident in seen)
+        if mismatch:
+            log.warning("nodes restored from different backups: %s; they apply the same log "
+                        "to different data and diverge. Stop every broker and restore the "
+                        "SAME backup on EVERY node (docs/operations.md, Restoring a cluster)",
+                        listed)
+        elif was_mismatch:  # unreachable nodes are not compared: they are not listed
+            log.info("the reachable nodes report the same restore again: %s", listed)
 
     def status(self) -> dict:
         me = self._self_status()
