@@ -13,7 +13,7 @@ prefix     key                                                         value
 ``I``      idempotency key                                             task id
 ``W``      worker id                                                   worker record (JSON)
 ``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``,      JSON
-           ``restored``)
+           ``restored``, ``restorelogged``)
 =========  ==========================================================  =================
 
 Each task is in exactly one of the R, S, L, X indexes, chosen by its status: pending in R,
@@ -45,6 +45,8 @@ META_SEQ = b"Mseq"
 META_COUNTERS = b"Mcounters"
 META_PAUSED = b"Mpaused"
 META_RESTORED = b"Mrestored"  # written by a restore (broker/restore.py), never by apply
+# the restore identity the Raft log recorded (a "restored" command applied on this base)
+META_RESTORE_LOGGED = b"Mrestorelogged"
 
 
 def u64(value: int) -> bytes:

@@ -130,6 +130,35 @@ class Counters:
         return jsonutil.dumps({"queues": self.queues, "totals": self.totals})
 
 
+class BaseMismatch(Exception):
+    """A ``restored`` command names a restore this database is not (docs/clustering.md,
+    "Restore identity in the log"): the log was written on top of another base state, and
+    applying it here would silently hold different tasks than the other nodes. Not a
+    per-command error: it escapes :meth:`StateMachine.apply_entry` with nothing written
+    (the in-memory state is reloaded from the store), and the log must stop applying."""
+
+    def __init__(self, logged: dict, mine: dict | None):
+        self.logged = logged
+        self.mine = mine
+        super().__init__(
+            f"the log records a cluster restored from backup {_describe(logged)}, but this "
+            f"node's database is {_describe(mine)}")
+
+
+def _describe(identity: dict | None) -> str:
+    if not identity:
+        return "not restored from any backup (an empty or different database)"
+    return (f"sha256 {identity.get('backup_sha256')} at applied index "
+            f"{identity.get('backup_applied_index')}")
+
+
+def restore_key(identity) -> tuple | None:
+    """The part of a restore identity that must agree across a cluster."""
+    if not isinstance(identity, dict):
+        return None
+    return (identity.get("backup_sha256"), identity.get("backup_applied_index"))
+
+
 class StateMachine:
     """Applies log entries to the store. Owned by exactly one log (local or Raft)."""
 
@@ -145,7 +174,7 @@ class StateMachine:
             "promote": self._promote, "expire": self._expire, "purge": self._purge,
             "expire_workers": self._expire_workers, "pause": self._pause,
             "resume": self._resume, "worker_state": self._worker_state,
-            "noop": lambda now: None,
+            "noop": lambda now: None, "restored": self._restored,
         }
 
     def load(self) -> None:
@@ -156,7 +185,22 @@ class StateMachine:
         self.seq = 0 if raw_seq is None else int(raw_seq)
         self.counters = Counters(store.get_json(keys.META_COUNTERS))
         self.paused: set[str] = set(store.get_json(keys.META_PAUSED) or [])
+        # Where this base state came from (Mrestored, written by a restore, carried by a
+        # snapshot) and whether the log has recorded it (Mrestorelogged, written by apply).
+        restored = store.get_json(keys.META_RESTORED)
+        self.restored = None if not isinstance(restored, dict) else {
+            "backup_sha256": restored.get("backup_sha256"),
+            "backup_applied_index": restored.get("backup_applied_index")}
+        self.restore_logged = store.get_json(keys.META_RESTORE_LOGGED)
         self.hints.clear()
+
+    def restore_unlogged(self) -> dict | None:
+        """The identity a Raft leader must put in the log (a ``restored`` command), or None:
+        this database came from a restore and the log has not recorded it yet."""
+        if self.restored is None or restore_key(self.restore_logged) == restore_key(
+                self.restored):
+            return None
+        return dict(self.restored)
 
     # --------------------------------------------------------------------- entry point
 
@@ -179,6 +223,12 @@ class StateMachine:
             try:
                 op = self._ops[command[0]]
                 results.append(op(*command[1:]))
+            except BaseMismatch:
+                # Nothing of this entry may reach the store: drop the overlay and whatever
+                # earlier commands of the entry changed in memory.
+                self._overlay = None
+                self.load()
+                raise
             except Exception as exc:  # a bug: contain it to this one command
                 log.exception("apply of %r failed; command rolled back", command[:1])
                 overlay.rollback(undo_point[0])
@@ -529,6 +579,21 @@ class StateMachine:
 
     def _pause(self, now: int, queue: str):
         self.paused.add(queue)
+        return "OK"
+
+    def _restored(self, now: int, identity: dict):
+        """A Raft leader restored from a backup records which one (first entry it appends).
+
+        Every node restored from that same archive holds that identity in ``Mrestored``: it
+        marks it logged (so no leader proposes it again), byte-identically everywhere. Any
+        other node (emptied, restored from another backup) would apply this log to a
+        different base: BaseMismatch stops it before it writes anything."""
+        if restore_key(identity) != restore_key(self.restored):
+            raise BaseMismatch(identity, self.restored)
+        logged = {"backup_sha256": identity.get("backup_sha256"),
+                  "backup_applied_index": identity.get("backup_applied_index")}
+        self._overlay.put(keys.META_RESTORE_LOGGED, jsonutil.dumps(logged))
+        self.restore_logged = logged
         return "OK"
 
     def _resume(self, now: int, queue: str):

@@ -260,6 +260,9 @@ def restore(config: Config, backup: str | os.PathLike, *, stamp: str | None = No
                       "rebased": bool(raft)}
             batch = rocksdict.WriteBatch(raw_mode=True)
             batch.put(META_RESTORED, json.dumps(record, sort_keys=True).encode())
+            # a backup of a cluster that was itself restored carries its log's record of
+            # that restore: this restore is a new base, not yet recorded in any log
+            batch.delete(keys.META_RESTORE_LOGGED)
             if raft:
                 batch.put(keys.META_APPLIED, b"0")
             options = rocksdict.WriteOptions()

@@ -54,7 +54,7 @@ from broker.config import Config
 from broker.log.base import GroupCommitLog, NotLeader, Unavailable, deliver
 from broker.log.raft_engine import (HmacAuthenticator, _fsync_dir, engine_patches,
                                     query_status)
-from broker.machine import Counters, StateMachine
+from broker.machine import BaseMismatch, Counters, StateMachine
 from broker.restore import identities_disagree, restore_identity, restored_from
 from broker.store import Store
 from taskqueue import jsonutil
@@ -67,8 +67,13 @@ STATUS_POLL_SECS = 1.0
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
 # Outcomes of a failed pysyncobj command.
+_NO_OP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP: the entry a new leader appends first
+_REGULAR = b"\x00"  # _COMMAND_TYPE.REGULAR: a replicated method call
 _NOT_APPENDED = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER, FAIL_REASON.QUEUE_FULL,
                  FAIL_REASON.REQUEST_DENIED}
+
+
+EXIT_BASE_MISMATCH = 78  # the log was written on another base state (EX_CONFIG)
 
 
 def now_ms() -> int:
@@ -151,6 +156,29 @@ class _Engine(SyncObj):
     def __init__(self, owner: "RaftLog", self_addr, others, conf):
         self._owner = owner
         super().__init__(self_addr, others, conf, transportClass=_GuardedTransport)
+        journal = self._SyncObj__raftLog
+        journal_add = journal.add
+
+        def add(command, idx, term):
+            journal_add(command, idx, term)
+            if command == _NO_OP and self._isLeader():
+                self._append_restore_identity(journal_add, idx + 1, term)
+
+        journal.add = add
+
+    def _append_restore_identity(self, journal_add, idx: int, term: int) -> None:
+        """Tick thread, right after pysyncobj appended a new leader's no-op: a leader whose
+        database came from a restore the log has not recorded appends the ``restored``
+        command as the next entry, before anything a client proposes in its term."""
+        identity = self._owner._machine.restore_unlogged()
+        if identity is None:
+            return
+        blob = jsonutil.dumps([["restored", now_ms(), identity]])
+        func_id = self._methodToID[self._getFuncName("apply_entry")]
+        journal_add(_REGULAR + _pickle.dumps((func_id, (blob,))), idx, term)
+        log.info("leader in term %d: recording the restore this cluster runs on (backup "
+                 "sha256 %s at index %s) as raft entry %d", term, identity["backup_sha256"],
+                 identity["backup_applied_index"], idx)
 
     @replicated
     def apply_entry(self, blob):
@@ -396,6 +424,17 @@ class RaftLog(GroupCommitLog):
             return []
         try:
             results, batch = machine.apply_entry(index, commands)
+        except BaseMismatch as exc:
+            # Nothing of this entry is written. Continuing would serve tasks that differ
+            # from every other node's; restarting (systemd) comes back to this same refusal
+            # until the database is fixed.
+            log.critical("refusing to apply raft entry %d: %s. This node would hold different "
+                         "tasks than the rest of the cluster; stopping. Fix: restore this node "
+                         "from the same archive with tq-broker --restore, or wipe it after "
+                         "the leader has taken a snapshot (docs/operations.md, Restoring a "
+                         "cluster)", index, exc)
+            logging.shutdown()
+            os._exit(EXIT_BASE_MISMATCH)
         except Exception:
             # apply_entry contains per-command errors itself; reaching here is a bug.
             log.critical("apply of entry %d failed; exiting (restart replays the log)", index,
