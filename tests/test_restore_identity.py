@@ -1,14 +1,16 @@
-"""A mixed cluster after a restore is visible: three real brokers on 127.0.0.1, two restored
-from one backup and the third from another. Every node reports its restore identity (the
-backup's sha256 and original applied index, from ``Mrestored``), ``tq-admin cluster-status``
-warns and exits 4 (degraded), and ``tq_raft_restore_mismatch`` is 1; once the odd node is
-restored from the same backup as the others, all of it clears; a node started empty after
-the restore (a lost disk) is flagged as not restored.
+"""A cluster restored from one backup records that backup in its Raft log, and a node whose
+database is not that backup cannot silently apply the log: three real brokers on 127.0.0.1.
+
+Two nodes restored from one backup, the third from another: the first leader records its
+backup (a ``restored`` command) before any write, and the odd node, once it reaches that
+entry, stops with exit 78 and a log line naming the remedy, having written nothing of it.
+Restored from the same backup as the others, it joins and the nodes agree. A node whose disk
+is lost after the restore (started empty) refuses the same way, again after a restart,
+and the two others keep serving.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -57,7 +59,43 @@ def wait_all_reported(cluster, timeout: float = 30.0) -> list[dict]:
         time.sleep(0.2)
 
 
-def test_mixed_restore_is_reported_and_clears_once_every_node_has_the_same_backup(tmp_path):
+
+
+EXIT_BASE_MISMATCH = 78
+
+
+def wait_refused(cluster, i: int, timeout: float = 60.0) -> str:
+    """Node ``i`` exits by itself with the base-mismatch code; returns its log."""
+    proc = cluster.nodes[i].proc
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"n{i + 1} kept running: {cluster.nodes[i].logs()}") from None
+    text = cluster.nodes[i].log_path.read_text(errors="replace")
+    assert code == EXIT_BASE_MISMATCH, text[-3000:]
+    return text
+
+
+def db_tasks(cluster, i: int) -> set[str]:
+    """Task ids in a stopped node's RocksDB (read offline)."""
+    import rocksdict
+
+    from broker import keys
+    path = cluster.nodes[i].config["persistence"]["data_dir"]
+    db = rocksdict.Rdict(path, rocksdict.Options(raw_mode=True),
+                         access_type=rocksdict.AccessType.read_only())
+    try:
+        out, it = set(), db.iter()
+        it.seek(keys.TASK)
+        while it.valid() and it.key()[:1] == keys.TASK:
+            out.add(it.key()[1:].decode())
+            it.next()
+        return out
+    finally:
+        db.close()
+
+
+def test_a_node_on_another_base_than_the_logged_restore_refuses_to_apply(tmp_path):
     # Two backups of one single-node broker, a few tasks apart (directories: --restore
     # takes a create-snapshot directory as well as a backup.sh archive).
     source = BrokerProcess(tmp_path / "source", name="source").start()
@@ -66,12 +104,10 @@ def test_mixed_restore_is_reported_and_clears_once_every_node_has_the_same_backu
             first = [c.submit("t", i, queue="q")["id"] for i in range(5)]
             snap_a = c.snapshot(str(tmp_path / "backup-a"))
             second = [c.submit("t", i, queue="q")["id"] for i in range(3)]
-            snap_b = c.snapshot(str(tmp_path / "backup-b"))
+            c.snapshot(str(tmp_path / "backup-b"))
     finally:
         source.stop()
-    assert snap_b["applied_index"] > snap_a["applied_index"]
     ident_a = (_sha256(tmp_path / "backup-a"), snap_a["applied_index"])
-    ident_b = (_sha256(tmp_path / "backup-b"), snap_b["applied_index"])
 
     cluster = Cluster(tmp_path / "c", 3, election_timeout_ms=400)
     node1 = cluster.nodes[0]
@@ -79,32 +115,30 @@ def test_mixed_restore_is_reported_and_clears_once_every_node_has_the_same_backu
     node1.config_path.write_text(yaml.safe_dump(node1.config))
     for node, backup in zip(cluster.nodes, ("backup-a", "backup-a", "backup-b")):
         tq_restore(node, tmp_path / backup)
-    cluster.start()
     try:
-        cluster.leader(30)
-        views = wait_all_reported(cluster)
-        for i, view in enumerate(views):
-            mine = (view["restored"]["backup_sha256"], view["restored"]["backup_applied_index"])
-            assert mine == (ident_b if i == 2 else ident_a)
-            assert [(n["node_id"], n["restored"]["backup_sha256"]) for n in view["nodes"]
-                    if n["node_id"] == "n3"] == [("n3", ident_b[0])]
-            assert view["restore_mismatch"] is True, view
+        # n1 and n2 (backup-a) elect a leader, which records backup-a first thing.
+        for i in (0, 1):
+            cluster._launch(cluster.nodes[i])
+        for i in (0, 1):
+            cluster.nodes[i].wait_ready(30)
+        leader = cluster.leader(30)
+        with cluster.client(leader) as c:
+            new = c.submit("t", "after the restore", queue="q")["id"]
+        assert cluster.count_in_logs("recording the restore this cluster runs on (backup "
+                                     f"sha256 {ident_a[0]} at index {ident_a[1]})") >= 1
 
-        table = admin(node1.addr, "cluster-status")
-        assert table.returncode == 4, table.stderr
-        assert "RESTORED_FROM" in table.stdout
-        assert f"{ident_b[0][:12]}@{ident_b[1]}" in table.stdout
-        assert "WARNING" in table.stderr and "restore the SAME backup" in table.stderr
-        as_json = admin(node1.addr, "cluster-status", "--json")
-        assert as_json.returncode == 4 and "WARNING" in as_json.stderr
-        assert json.loads(as_json.stdout)["restore_mismatch"] is True
-        assert metric(node1, "tq_raft_restore_mismatch") == 1
-        assert "WARNING tq.log.raft: nodes restored from different backups: n1 " \
-            f"{ident_a[0][:12]}@{ident_a[1]}" in node1.log_path.read_text()
+        # n3 (backup-b) gets the log from index 1 and stops at that entry, unwritten.
+        cluster._launch(cluster.nodes[2])
+        text = wait_refused(cluster, 2)
+        assert "CRITICAL tq.log.raft: refusing to apply raft entry" in text
+        assert f"the log records a cluster restored from backup sha256 {ident_a[0]}" in text
+        assert "restore this node from the same archive with tq-broker --restore" in text
+        assert cluster.applied_in_db(2) == 0
+        assert db_tasks(cluster, 2) == set(first) | set(second)  # backup-b, untouched
+        with cluster.client(leader) as c:  # the two others keep serving
+            c.submit("t", "while n3 is down", queue="q")
 
-        # The odd node restored from the backup the others have (its data and journal are
-        # moved aside): it catches up on the new log, and the warning is gone everywhere.
-        cluster.nodes[2].stop()
+        # Restored from the backup the others have, it joins and the nodes agree.
         tq_restore(cluster.nodes[2], tmp_path / "backup-a")
         cluster.restart(2)
         deadline = time.monotonic() + 30
@@ -121,32 +155,37 @@ def test_mixed_restore_is_reported_and_clears_once_every_node_has_the_same_backu
         assert table.returncode == 0 and table.stderr == "", table.stderr
         assert table.stdout.count(f"{ident_a[0][:12]}@{ident_a[1]}") == 3
         assert metric(node1, "tq_raft_restore_mismatch") == 0
-        assert "the reachable nodes report the same restore again: n1 " \
-            f"{ident_a[0][:12]}@{ident_a[1]}, n2 " in node1.log_path.read_text()
         cluster.wait_converged(30)
         tasks = cluster.tasks(2)
-        assert set(first) <= set(tasks) and not set(second) & set(tasks)
+        assert set(first) | {new} <= set(tasks) and not set(second) & set(tasks)
+        digests = {cluster.task_digest(i) for i in range(3)}
+        assert len(digests) == 1
 
-        # "A node's disk is lost" after a restore: started empty, it replays the new log
-        # (which counts from 1 on top of the backup) onto an empty database, so it lacks
-        # the backup's tasks. It reports no restore: flagged until it is restored too.
+        # "A node's disk is lost" after the restore: started empty it receives the log from
+        # index 1 (no snapshot taken yet), and stops at the restore entry instead of
+        # applying the new log onto nothing. A restart (systemd) refuses again.
         cluster.nodes[2].stop()
         data3 = Path(cluster.nodes[2].config["persistence"]["data_dir"])
         shutil.rmtree(data3)
         shutil.rmtree(data3.with_name(data3.name + ".raft"))
-        cluster.restart(2)
-        deadline = time.monotonic() + 30
+        for _attempt in range(2):
+            cluster._launch(cluster.nodes[2])
+            text = wait_refused(cluster, 2)
+            cluster.nodes[2]._log.close()
+            assert "this node's database is not restored from any backup" in text
+            assert "wipe it after the leader has taken a snapshot" in text
+            assert cluster.applied_in_db(2) == 0 and db_tasks(cluster, 2) == set()
+        assert text.count("this node's database is not restored from any backup") == 2
+        leader = cluster.leader(30)
+        with cluster.client(leader) as c:
+            c.submit("t", "n3 refused", queue="q")
+        deadline = time.monotonic() + 15
         while True:
             view = cluster.status(0)
-            n3 = [n for n in view["nodes"] if n["node_id"] == "n3"] if view else []
-            if n3 and n3[0]["reachable"] and n3[0]["restored"] is None:
+            if view and [n["reachable"] for n in view["nodes"]
+                         if n["node_id"] == "n3"] == [False]:
                 break
             assert time.monotonic() < deadline, view
-            time.sleep(0.2)
-        assert view["restore_mismatch"] is True and cluster.status(2)["restored"] is None
-        table = admin(node1.addr, "cluster-status")
-        assert table.returncode == 4 and "n3 not restored" in table.stderr, table.stderr
-        cluster.wait_converged(30)
-        assert not set(first) & set(cluster.tasks(2))  # the divergence it warns about
+            time.sleep(0.3)
     finally:
         cluster.stop()
