@@ -189,3 +189,51 @@ def test_a_node_on_another_base_than_the_logged_restore_refuses_to_apply(tmp_pat
             time.sleep(0.3)
     finally:
         cluster.stop()
+
+
+def test_a_node_wiped_after_the_leader_took_a_snapshot_rejoins_from_it(tmp_path):
+    """The other remedy: once the leader has compacted its journal, a node started empty gets
+    the snapshot first (the backup's data, Mrestored and the logged record) and applies the
+    rest of the log normally."""
+    source = BrokerProcess(tmp_path / "source", name="source").start()
+    try:
+        with Client(source.addr) as c:
+            first = [c.submit("t", i, queue="q")["id"] for i in range(5)]
+            snap = c.snapshot(str(tmp_path / "backup"))
+    finally:
+        source.stop()
+    ident = (_sha256(tmp_path / "backup"), snap["applied_index"])
+    cluster = Cluster(tmp_path / "c", 3, {"raft": {"snapshot_min_entries": 100}},
+                      election_timeout_ms=400)
+    for node in cluster.nodes:
+        tq_restore(node, tmp_path / "backup")
+    cluster.start()
+    try:
+        leader = cluster.leader(30)
+        with cluster.client(leader) as c:
+            later = [c.submit("t", i, queue="q")["id"] for i in range(250)]
+        deadline = time.monotonic() + 30
+        while not (cluster.status(leader) or {}).get("nodes", [{}])[0].get("snapshots_taken"):
+            assert time.monotonic() < deadline, "the leader took no snapshot"
+            time.sleep(0.2)
+        wiped = (leader + 1) % 3
+        cluster.nodes[wiped].stop()
+        data = Path(cluster.nodes[wiped].config["persistence"]["data_dir"])
+        shutil.rmtree(data)
+        shutil.rmtree(data.with_name(data.name + ".raft"))
+        cluster.restart(wiped)
+        deadline = time.monotonic() + 30
+        while "installed snapshot" not in cluster.nodes[wiped].logs():
+            assert cluster.alive(wiped), cluster.nodes[wiped].logs()
+            assert time.monotonic() < deadline, cluster.nodes[wiped].logs()
+            time.sleep(0.1)
+        cluster.wait_converged(30)
+        assert cluster.alive(wiped)
+        assert "refusing to apply" not in cluster.nodes[wiped].log_path.read_text()
+        status = cluster.status(wiped)
+        assert (status["restored"]["backup_sha256"],
+                status["restored"]["backup_applied_index"]) == ident
+        assert set(first) | set(later) <= set(cluster.tasks(wiped))
+        assert len({cluster.task_digest(i) for i in range(3)}) == 1
+    finally:
+        cluster.stop()
