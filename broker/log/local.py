@@ -58,13 +58,18 @@ class LocalLog(GroupCommitLog):
             self._commit_scheduled = True
             asyncio.get_running_loop().call_soon(self._commit_now)
 
+    def _apply_next_entry(self) -> tuple[list, list, object]:
+        """Take up to max_batch queued proposals as the next entry and apply it."""
+        taken = self._queue[: self.max_batch]
+        del self._queue[: self.max_batch]
+        results, batch = self.machine.apply_entry(
+            self.machine.applied_index + 1, [item[0] for item in taken])
+        return taken, results, batch
+
     def _commit_now(self) -> None:
         self._commit_scheduled = False
         while self._queue:
-            taken = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-            results, batch = self.machine.apply_entry(
-                self.machine.applied_index + 1, [item[0] for item in taken])
+            taken, results, batch = self._apply_next_entry()
             try:
                 self.store.write(batch, False)
             except Exception:
@@ -92,10 +97,7 @@ class LocalLog(GroupCommitLog):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                taken = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-                results, batch = self.machine.apply_entry(
-                    self.machine.applied_index + 1, [item[0] for item in taken])
+                taken, results, batch = self._apply_next_entry()
                 try:
                     # fsync off the loop: new proposals keep queueing meanwhile and form
                     # the next group.
