@@ -10,6 +10,16 @@ from bench.procs import start_workers, stop_all
 from taskqueue.client import AsyncClient, Client
 
 
+def _run(coro):
+    """The AsyncClient figures run on uvloop when it is installed, as a producer would."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def submit_single(addr: str, n: int) -> float:
     """Tasks/s from one client submitting one task per request, waiting for each reply."""
     with Client(addr) as client:
@@ -24,7 +34,7 @@ def submit_single_pipelined(addr: str, n: int, in_flight: int = 64) -> float:
     outstanding on its one connection (AsyncClient): what a producer serving many
     concurrent callers (a web app) does. The broker puts the requests that arrive
     together into one group commit."""
-    return asyncio.run(_submit_single_pipelined(addr, n, in_flight))
+    return _run(_submit_single_pipelined(addr, n, in_flight))
 
 
 async def _submit_single_pipelined(addr: str, n: int, in_flight: int) -> float:
@@ -53,7 +63,7 @@ def submit_bulk(addr: str, n: int, batch: int = 1000, queue: str = "bench-bulk",
             for first in range(0, n, batch):
                 _check_bulk(client.submit_bulk(_batch(first, min(n, first + batch), queue)))
             return n / (time.perf_counter() - start)
-    return asyncio.run(_submit_bulk_pipelined(addr, n, batch, queue, in_flight))
+    return _run(_submit_bulk_pipelined(addr, n, batch, queue, in_flight))
 
 
 async def _submit_bulk_pipelined(addr, n, batch, queue, in_flight) -> float:
