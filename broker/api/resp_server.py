@@ -89,6 +89,7 @@ class RespConnection(asyncio.Protocol):
         self.replies: deque = deque()
         self.unfinished = 0  # pending calls among the slots
         self.tasks_running = 0  # of which asyncio Tasks
+        self.flush_scheduled = False
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -169,7 +170,15 @@ class RespConnection(asyncio.Protocol):
 
     def _call_finished(self, flush: bool) -> None:
         self.unfinished -= 1
-        if flush and not self.closing:
+        if flush and not self.closing and not self.flush_scheduled:
+            # Calls finishing in this loop turn (one commit resolves a whole pipeline's
+            # proposals) are answered together at its end: one write, not one per reply.
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self.flush_scheduled = False
+        if not self.closing:
             self._flush()
 
     def _flush(self) -> None:
