@@ -41,7 +41,8 @@ def test_alert_rules_loaded(host):
     groups = _api(host, "rules")["data"]["groups"]
     names = {r["name"] for g in groups for r in g["rules"]}
     for alert in ("HighPendingTasks", "WorkerDown", "HighFailureRate", "TaskQueueLeaderMissing",
-                  "TaskQueueNodeDown", "TaskQueueRaftLag", "TaskQueueDiskLow"):
+                  "TaskQueueNodeDown", "TaskQueueRaftLag", "TaskQueueDiskLow",
+                  "TaskQueueRestoreMismatch"):
         assert alert in names
 
 
