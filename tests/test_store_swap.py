@@ -66,15 +66,19 @@ def test_replace_with_fsyncs_every_file_and_directory_before_returning(tmp_path,
         store.close()
 
 
+def open_and_look(tmp_path):
+    """Open the store at tmp_path/data; return the value it holds and what tmp_path holds."""
+    store = Store(tmp_path / "data")
+    try:
+        return read_value(store), sorted(p.name for p in tmp_path.iterdir())
+    finally:
+        store.close()
+
+
 def test_open_finishes_a_swap_interrupted_between_the_renames(tmp_path):
     make_db(tmp_path / "data.ready", b"new")   # complete and fsynced
     make_db(tmp_path / "data.old", b"old")     # the previous database, already moved
-    store = Store(tmp_path / "data")
-    try:
-        assert read_value(store) == b"new"
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
-    finally:
-        store.close()
+    assert open_and_look(tmp_path) == (b"new", ["data"])
 
 
 def test_open_drops_a_swap_that_never_began(tmp_path):
@@ -82,12 +86,7 @@ def test_open_drops_a_swap_that_never_began(tmp_path):
     make_db(tmp_path / "data.ready", b"new")       # crash before the database was closed
     (tmp_path / "data.installing").mkdir()          # and an incomplete copy
     (tmp_path / "data.installing" / "CURRENT").write_text("half")
-    store = Store(tmp_path / "data")
-    try:
-        assert read_value(store) == b"old"
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
-    finally:
-        store.close()
+    assert open_and_look(tmp_path) == (b"old", ["data"])
 
 
 def test_open_puts_back_the_old_database_if_nothing_replaced_it(tmp_path):
