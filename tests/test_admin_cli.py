@@ -114,7 +114,11 @@ def test_submit_and_snapshot(broker, tmp_path):
 def test_watch_refreshes_until_interrupted(broker):
     proc = subprocess.Popen([sys.executable, "-m", "admin.cli", "--broker-addr", broker.addr,
                              "queue-depth", "--watch", "0.2"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # A suite started in the background (`cmd &` in a script) runs
+                            # with SIGINT ignored, and Python then never raises
+                            # KeyboardInterrupt: give the child the default disposition.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
