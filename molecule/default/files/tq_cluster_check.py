@@ -5,8 +5,8 @@ release's tq-admin (the HAProxy/worker node). Every look at a broker goes throug
     tq_cluster_check.py members   TQADMIN BROKER...
         the membership each reachable broker reports (tq-admin cluster-status --json)
     tq_cluster_check.py converged TQADMIN SECS IDS_FILE BROKER...
-        waits until every broker has applied the same index (before and after reading) and
-        holds the same task table (sha256 of the canonical JSON of tq-admin list), and
+        waits until the brokers' applied indexes are read within APPLIED_WINDOW entries of
+        each other (before and after reading the tables) and they hold the same task table (sha256 of the canonical JSON of tq-admin list), and
         checks that every task id in IDS_FILE is on every broker
 
 TQADMIN is the tq-admin command line with its connection flags, as ONE argument (split on
@@ -17,6 +17,10 @@ import json
 import subprocess
 import sys
 import time
+
+
+# How many log entries apart the brokers' applied indexes may be read (see converged).
+APPLIED_WINDOW = 5
 
 
 def tq_admin(tq, broker, *args, timeout=120):
@@ -67,8 +71,12 @@ def converged(tq, secs, ids_file, brokers):
             digests = {b: tables[b][0] for b in brokers}
             last = {"applied_before": before, "applied_after": after, "digests": digests,
                     "tasks": {b: len(tables[b][1]) for b in brokers}}
-            if (before == after and len(set(after.values())) == 1
-                    and len(set(digests.values())) == 1):
+            # A live cluster keeps committing entries that change no task (the worker's
+            # heartbeats, sweeps), so the brokers' applied indexes are read within a small
+            # window of each other rather than required to stand still; the task tables
+            # themselves must be identical.
+            window = max(after.values()) - min(before.values())
+            if window <= APPLIED_WINDOW and len(set(digests.values())) == 1:
                 missing = {b: sorted(ids - tables[b][1])[:10] for b in brokers}
                 ok = not any(missing.values())
                 return dict(last, ok=ok, ids=len(ids), missing=missing)
