@@ -213,6 +213,13 @@ def wait_for(predicate, timeout: float, what: str, logs=lambda: ""):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{logs()}")
 
 
+def task_status(port: int, task_id: str) -> str | None:
+    """The task's status as this node sees it; None while the node has not applied the
+    submit yet (a follower's read may trail the leader: 404 until it catches up)."""
+    code, body = http("GET", f"http://127.0.0.1:{port}/api/v1/tasks/{task_id}")
+    return body.get("status") if code == 200 else None
+
+
 def healthy(port: int) -> bool:
     status, body = http("GET", f"http://127.0.0.1:{port}/health")
     return status == 200 and body["status"] == "healthy"
@@ -282,9 +289,7 @@ def test_image_three_node_cluster_from_the_compose_configs(image, containers):
 
     def all_done():
         port = ports["broker3"]
-        states = [http("GET", f"http://127.0.0.1:{port}/api/v1/tasks/{i}")[1]["status"]
-                  for i in ids]
-        return all(s == "completed" for s in states)
+        return all(task_status(port, i) == "completed" for i in ids)
 
     wait_for(all_done, 60, "the tasks to complete", containers.logs)
     status, cluster = http("GET", f"http://127.0.0.1:{ports['broker1']}/api/v1/cluster")
@@ -304,8 +309,8 @@ def test_image_three_node_cluster_from_the_compose_configs(image, containers):
     port = containers.host_port(lost, 8080)
 
     def resynced():
-        return all(http("GET", f"http://127.0.0.1:{port}/api/v1/tasks/{i}")[1]["status"]
-                   == "completed" for i in ids)
+        # A node re-syncing from nothing answers 404 until the log or snapshot reaches it.
+        return all(task_status(port, i) == "completed" for i in ids)
 
     wait_for(resynced, 90, f"{lost} to re-sync from the leader", containers.logs)
 
