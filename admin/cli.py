@@ -56,8 +56,10 @@ def cmd_cluster_status(client, args):
 
 
 def show_cluster(info):
+    # caught_up false: this node re-syncs (lost disk, restore); its reads are incomplete
+    syncing = "   (catching up with the leader)" if info.get("caught_up") is False else ""
     print(f"mode: {info.get('mode')}   node: {info.get('node_id')}   "
-          f"leader: {info.get('leader') or '-'}")
+          f"leader: {info.get('leader') or '-'}{syncing}")
     output.table(["node_id", "address", "role", "term", "commit_index", "applied_index",
                   "lag", "reachable", "restored_from"],
                  [[*(n.get(k) for k in ("node_id", "address", "role", "term", "commit_index",

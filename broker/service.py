@@ -234,6 +234,10 @@ class Service:
         self._require(principal, READ)
         task = self.store.get_json(keys.task(task_id))
         if task is None:
+            if not self.log.caught_up():  # it may exist: this node has not received it yet
+                raise ServiceError(errors.UNAVAILABLE,
+                                   f"task {task_id!r} is not on this node yet: it is catching "
+                                   "up with the leader; retry, or read from the leader")
             raise ServiceError(errors.NOTFOUND, f"no task {task_id!r}")
         return public(task)
 

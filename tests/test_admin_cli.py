@@ -282,3 +282,19 @@ def test_cluster_status_shows_restore_identities_and_warns_on_a_mix(mismatch):
         else:
             assert result.returncode == 0, result.stderr
             assert result.stderr == ""
+
+
+@pytest.mark.parametrize("caught_up", [True, False])
+def test_cluster_status_says_when_the_node_is_catching_up(caught_up):
+    from taskqueue.resp import encode_bulk
+    from tests.fake_broker import FakeBroker
+
+    reply = dict(_cluster_reply([None, None, None], False), caught_up=caught_up)
+    fake = FakeBroker().start()
+    fake.override["CLUSTER"] = encode_bulk(json.dumps(reply).encode())
+    try:
+        table = admin(fake.address, "cluster-status")
+    finally:
+        fake.stop()
+    assert table.returncode == 0, table.stderr
+    assert ("catching up with the leader" in table.stdout) is not caught_up

@@ -3,7 +3,9 @@ writes through a follower's REST port, Raft figures in the metrics, gRPC cluster
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import grpc
 import httpx
@@ -19,9 +21,8 @@ from tests.fault.cluster import Cluster
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path, 3, election_timeout_ms=400)
+def start_api_cluster(root, overrides: dict | None = None) -> Cluster:
+    c = Cluster(root, 3, overrides=overrides, election_timeout_ms=400)
     for node in c.nodes:  # every node gets its own API ports
         node.config["api"] = {"rest_port": free_port(), "grpc_port": free_port()}
         node.config["monitoring"] = dict(node.config.get("monitoring", {}),
@@ -32,6 +33,12 @@ def cluster(tmp_path):
         for port in (node.config["api"]["rest_port"], node.config["api"]["grpc_port"],
                      node.config["monitoring"]["prometheus_port"]):
             wait_port(port, 20)
+    return c
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = start_api_cluster(tmp_path)
     try:
         yield c
     finally:
@@ -66,7 +73,7 @@ def wait_healthy(node, timeout: float = 20.0) -> None:
         if r.status_code == 200:
             assert r.json()["status"] == "healthy"
             return
-        assert r.json()["status"] == "no_leader"
+        assert r.json()["status"] in ("no_leader", "catching_up")
         assert time.monotonic() < deadline, r.text
         time.sleep(0.2)
 
@@ -129,3 +136,64 @@ def test_health_leader_check_follows_the_leader(cluster):
         time.sleep(0.2)
     assert r.status_code == 503 and r.json()["status"] == "no_leader", r.text
     assert httpx.get(f"{rest(cluster.nodes[last])}/health/leader").status_code == 503
+
+
+def test_a_node_resyncing_after_a_lost_disk_never_answers_not_found(tmp_path):
+    """docs/operations.md, "a node's disk is lost": while the wiped node re-syncs (here from
+    a snapshot: the leader compacted its log), a task it has not received yet is UNAVAILABLE,
+    not a false 404, and /health keeps load balancers off it until it has caught up."""
+    cluster = start_api_cluster(tmp_path, {"raft": {"snapshot_min_entries": 100}})
+    try:
+        leader = wait_single_leader(cluster, range(3))
+        for node in cluster.nodes:
+            wait_healthy(node)
+        ids = []
+        for batch in range(150):  # one log entry each: past snapshot_min_entries
+            tasks = [{"type": "echo", "payload": {"batch": batch, "pad": "x" * 1000}}
+                     for _ in range(40)]
+            r = httpx.post(f"{rest(cluster.nodes[leader])}/api/v1/tasks/bulk",
+                           json={"tasks": tasks}, timeout=30)
+            assert r.status_code == 200, r.text
+            ids += [t["id"] for t in r.json()["results"]]
+        probes = [ids[0], ids[len(ids) // 2], ids[-1]]
+
+        lost = (leader + 1) % 3
+        node = cluster.nodes[lost]
+        node.stop()
+        data_dir = Path(node.config["persistence"]["data_dir"])
+        shutil.rmtree(data_dir)
+        shutil.rmtree(data_dir.with_name(data_dir.name + ".raft"))
+        cluster._launch(node)
+
+        seen_health, seen_get = set(), set()
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, (seen_health, seen_get, node.logs()[-3000:])
+            try:
+                for task_id in probes:
+                    r = httpx.get(f"{rest(node)}/api/v1/tasks/{task_id}", timeout=5)
+                    seen_get.add(r.status_code)
+                    if r.status_code == 200:
+                        assert r.json()["id"] == task_id
+                    else:  # never a false NOTFOUND: the task exists on the leader
+                        assert (r.status_code, r.json()["error"]["code"]) == (
+                            503, "UNAVAILABLE"), r.text
+                health = httpx.get(f"{rest(node)}/health", timeout=5)
+            except httpx.TransportError:  # not listening yet
+                time.sleep(0.02)
+                continue
+            seen_health.add(health.json()["status"])
+            if health.status_code == 200:
+                break
+            assert health.json()["status"] in ("no_leader", "catching_up"), health.text
+            time.sleep(0.02)
+
+        assert 503 in seen_get, "the probe never saw the node before it had the tasks"
+        assert metric(node, "tq_raft_caught_up") == 1
+        for task_id in ids[::97]:  # healthy: it has everything it had not before
+            assert httpx.get(f"{rest(node)}/api/v1/tasks/{task_id}",
+                             timeout=5).status_code == 200
+        status = httpx.get(f"{rest(node)}/api/v1/cluster", timeout=5).json()
+        assert status["caught_up"] is True
+    finally:
+        cluster.stop()

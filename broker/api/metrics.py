@@ -191,6 +191,9 @@ class BrokerCollector:
             value = status.get(key)
             if isinstance(value, (int, float)):
                 yield GaugeMetricFamily(f"tq_raft_{key}", help_text, value=value)
+        yield GaugeMetricFamily("tq_raft_caught_up", "0 while this node has not yet applied "
+                                "what the leader had committed when it (re)joined.",
+                                value=1 if status.get("caught_up", True) else 0)
         nodes = status.get("nodes") or []
         g = GaugeMetricFamily("tq_raft_node_lag", "Entries each node's applied index trails "
                               "the commit index, as this node sees it.", labels=["node_id"])

@@ -165,6 +165,13 @@ class RestServer:
                 return json_response({"status": "no_leader", "role": status.get("role"),
                                       "node_id": status.get("node_id"),
                                       "leader": status.get("leader")}, 503)
+            # A node re-syncing after a lost disk or a restore would answer reads with
+            # what it has so far: keep load balancers and rolling restarts off it.
+            if not status.get("caught_up", True):
+                return json_response({"status": "catching_up", "role": status.get("role"),
+                                      "node_id": status.get("node_id"),
+                                      "leader": status.get("leader"),
+                                      "applied_index": status.get("applied_index")}, 503)
             return json_response({"status": "healthy", "role": status.get("role"),
                                   "node_id": status.get("node_id"),
                                   "leader": status.get("leader")})

@@ -73,10 +73,15 @@ class Log(abc.ABC):
     def leader_address(self) -> str | None:
         """The leader's client protocol address (host:port), when known."""
 
+    def caught_up(self) -> bool:
+        """False while a node that (re)joined a cluster has not yet applied what the leader
+        had committed: its reads would miss tasks that exist. A single node always is."""
+        return True
+
     @abc.abstractmethod
     def status(self) -> dict:
         """``{"mode", "node_id", "role", "leader", "term", "commit_index", "applied_index",
-        "restored", "restore_mismatch", "nodes": [...]}`` for cluster-status and the
+        "restored", "restore_mismatch", "caught_up", "nodes": [...]}`` for cluster-status and the
         metrics (``restored``: :func:`broker.restore.restore_identity` of this node's data;
         ``restore_mismatch``: reachable nodes report different ones)."""
 

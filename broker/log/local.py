@@ -132,7 +132,7 @@ class LocalLog(GroupCommitLog):
         return {"mode": "single", "node_id": self.node_id, "role": "leader",
                 "leader": self.address, "leader_id": self.node_id, "term": 0,
                 "commit_index": index, "applied_index": index, "restored": self.restored,
-                "restore_mismatch": False, "nodes": [node]}
+                "restore_mismatch": False, "caught_up": True, "nodes": [node]}
 
     async def snapshot(self, path: str) -> int:
         # Taken between entries on the loop thread: the checkpoint holds whole entries only.

@@ -249,6 +249,7 @@ class RaftLog(GroupCommitLog):
         self._restore_state: tuple = (False, ())  # last logged (mismatch, identities)
         # peer raft address -> (term, monotonic time) of its last answer to this leader
         self._heard: dict[str, tuple[int, float]] = {}
+        self._caught_up = False  # see caught_up(); never goes back to False
 
     # ---------------------------------------------------------------------- lifecycle
 
@@ -660,6 +661,40 @@ class RaftLog(GroupCommitLog):
         return quorum_contact(engine.raftCurrentTerm, self.peer_raft, dict(self._heard),
                               time.monotonic(), self.election_timeout)
 
+    def caught_up(self) -> bool:
+        """Has this node applied everything the leader had committed when it last looked?
+
+        A node restarted on an empty or old disk (a lost disk, a restore to rejoin) answers
+        reads from whatever it has applied so far: a task it has not received yet would be a
+        404 that is not true. Until it has applied the leader's commit index, as the status
+        poll last read it (or its own, when it leads), ``/health`` says ``catching_up`` and a
+        missing task is UNAVAILABLE rather than NOTFOUND. Once caught up it stays so: a
+        follower's reads may then trail by its lag, as documented (docs/clustering.md).
+        Any thread; reads only what the status poll stored, no network.
+        """
+        if self._caught_up:
+            return True
+        engine = self.engine
+        if engine is None:
+            return False
+        leader = engine._getLeader()
+        leader_raft = getattr(leader, "address", None) if leader is not None else None
+        if leader_raft is None:
+            return False
+        if leader_raft == self.raft_address:
+            target = engine.raftCommitIndex
+        else:
+            peer = self._peer_status.get(leader_raft) or {}
+            if not peer.get("reachable") or peer.get("role") != "leader":
+                return False
+            target = peer.get("commit_index") or 0
+        if engine.raftLastApplied < target:
+            return False
+        self._caught_up = True
+        log.info("caught up with the leader (applied index %d, leader's commit %d)",
+                 engine.raftLastApplied, target)
+        return True
+
     def leader_address(self) -> str | None:
         if self.engine is None:
             return None
@@ -687,6 +722,7 @@ class RaftLog(GroupCommitLog):
             "snapshots_taken": self.snapshots_taken,
             "snapshots_installed": self.snapshots_installed,
             "restored": self.restored,
+            "caught_up": self._caught_up,
             "time": time.time(),
         }
 
@@ -732,6 +768,7 @@ class RaftLog(GroupCommitLog):
                 old = self._peer_status.get(raft_addr, {})
                 self._peer_status[raft_addr] = dict(old, reachable=False,
                                                     checked_at=time.time())
+            self.caught_up()
             try:
                 self._log_restore_mismatch(self.status())
             except Exception:
@@ -795,7 +832,8 @@ class RaftLog(GroupCommitLog):
         return {"mode": "raft", "node_id": self.node_id, "role": me["role"],
                 "leader": me["leader"], "leader_id": leader_id, "term": me["term"],
                 "commit_index": me["commit_index"], "applied_index": me["applied_index"],
-                "restored": me["restored"], "restore_mismatch": mismatch, "nodes": nodes}
+                "restored": me["restored"], "restore_mismatch": mismatch,
+                "caught_up": self.caught_up(), "nodes": nodes}
 
     async def snapshot(self, path: str) -> int:
         loop = self._loop
