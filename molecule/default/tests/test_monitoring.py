@@ -42,7 +42,7 @@ def test_alert_rules_loaded(host):
     names = {r["name"] for g in groups for r in g["rules"]}
     for alert in ("HighPendingTasks", "WorkerDown", "HighFailureRate", "TaskQueueLeaderMissing",
                   "TaskQueueNodeDown", "TaskQueueRaftLag", "TaskQueueDiskLow",
-                  "TaskQueueRestoreMismatch"):
+                  "TaskQueueRestoreMismatch", "TaskQueueNodeCatchingUp"):
         assert alert in names
 
 
