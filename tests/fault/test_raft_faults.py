@@ -293,12 +293,17 @@ def test_raft_fault_rounds(tmp_path):
             cluster.kill(follower)
             stats["faults"] += 1
             progress(record, FOLLOWER_WRITES, timeout=90)
-            target = cluster.status(cluster.leader())["commit_index"]
+            # Cluster.status() is None when a node does not answer within 2 s (the leader is
+            # busy with six clients): ask again rather than index into None.
+            target = wait_until(lambda: (cluster.status(cluster.leader()) or {})
+                                .get("commit_index"), 30, "the leader's commit index")
             cluster.restart(follower)
-            wait_until(lambda: (cluster.status(follower) or {}).get("nodes", [{}])[0]
-                       .get("raft_applied_index", 0) >= target, 30,
-                       "restarted follower to catch up")
-            st = cluster.status(follower)["nodes"][0]
+
+            def caught_up():
+                me = ((cluster.status(follower) or {}).get("nodes") or [{}])[0]
+                return me if me.get("raft_applied_index", 0) >= target else None
+
+            st = wait_until(caught_up, 30, "restarted follower to catch up")
             notes.append(f"follower caught up (snapshots installed: "
                          f"{st['snapshots_installed']})")
             stats["snapshot_installs"] = stats.get("snapshot_installs", 0) + \
