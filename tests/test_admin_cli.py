@@ -119,11 +119,17 @@ def test_watch_refreshes_until_interrupted(broker):
                             # with SIGINT ignored, and Python then never raises
                             # KeyboardInterrupt: give the child the default disposition.
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(1.5)
+    # Interrupt after the third refresh is printed (each is flushed), not after a fixed
+    # sleep: on a loaded machine the start-up alone can take most of one.
+    seen, deadline = [], time.monotonic() + 30
+    while sum("Ctrl-C to stop" in line for line in seen) < 3:
+        line = proc.stdout.readline()
+        assert line and time.monotonic() < deadline, ("".join(seen), proc.poll())
+        seen.append(line)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    assert out.count("Ctrl-C to stop") >= 3
+    assert ("".join(seen) + out).count("Ctrl-C to stop") >= 3
 
 
 def test_hash_key_is_a_bcrypt_hash_of_the_key():
