@@ -23,9 +23,15 @@ trap cleanup EXIT INT TERM
 log "starting tq-broker (single node, data in ./tq-data, ports 6379/8080/9090/9091)"
 "$BIN/tq-broker" --broker-addr "$TQ_BROKER_ADDR" --data-dir tq-data >tq-data/broker.log 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do
-  "$BIN/tq-admin" cluster-status >/dev/null 2>&1 && break
-  sleep 0.1
+# Up to 60 s (a slow first start on a small VM); say why if the broker died instead.
+deadline=$((SECONDS + 60))
+until "$BIN/tq-admin" cluster-status >/dev/null 2>&1; do
+  if ! kill -0 "${pids[0]}" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+    echo "tq-broker did not start; the end of tq-data/broker.log:" >&2
+    tail -n 20 tq-data/broker.log >&2
+    exit 1
+  fi
+  sleep 0.2
 done
 "$BIN/tq-admin" cluster-status
 
