@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from http.client import HTTPException
 from pathlib import Path
 
 import pytest
@@ -207,7 +208,7 @@ def wait_for(predicate, timeout: float, what: str, logs=lambda: ""):
             last = predicate()
             if last:
                 return last
-        except (OSError, ValueError) as exc:  # not listening yet, reset, bad JSON
+        except (OSError, ValueError, HTTPException) as exc:  # not up yet, reset, bad JSON
             last = exc
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})\n{logs()}")
