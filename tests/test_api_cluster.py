@@ -139,9 +139,9 @@ def test_health_leader_check_follows_the_leader(cluster):
 
 
 def test_a_node_resyncing_after_a_lost_disk_never_answers_not_found(tmp_path):
-    """docs/operations.md, "a node's disk is lost": while the wiped node re-syncs (here from
-    a snapshot: the leader compacted its log), a task it has not received yet is UNAVAILABLE,
-    not a false 404, and /health keeps load balancers off it until it has caught up."""
+    """docs/operations.md, "a node's disk is lost": until the wiped node has re-synced (here
+    from a snapshot: the leader compacted its log), a task it has not received yet is
+    UNAVAILABLE, not a false 404, and /health keeps load balancers off it."""
     cluster = start_api_cluster(tmp_path, {"raft": {"snapshot_min_entries": 100}})
     try:
         leader = wait_single_leader(cluster, range(3))
@@ -163,37 +163,51 @@ def test_a_node_resyncing_after_a_lost_disk_never_answers_not_found(tmp_path):
         data_dir = Path(node.config["persistence"]["data_dir"])
         shutil.rmtree(data_dir)
         shutil.rmtree(data_dir.with_name(data_dir.name + ".raft"))
-        cluster._launch(node)
 
-        seen_health, seen_get = set(), set()
+        def probe() -> set:
+            """GET every probe task: the task, or UNAVAILABLE; never NOTFOUND."""
+            codes = set()
+            for task_id in probes:
+                r = httpx.get(f"{rest(node)}/api/v1/tasks/{task_id}", timeout=5)
+                codes.add(r.status_code)
+                if r.status_code == 200:
+                    assert r.json()["id"] == task_id
+                else:
+                    assert (r.status_code, r.json()["error"]["code"]) == (
+                        503, "UNAVAILABLE"), r.text
+            return codes
+
+        # The others frozen: the empty node starts and serves, but can learn nothing yet.
+        others = [i for i in range(3) if i != lost]
+        for i in others:
+            cluster.pause(i)
+        cluster._launch(node)
+        wait_port(node.config["api"]["rest_port"], 30)
+        wait_port(node.config["monitoring"]["prometheus_port"], 30)
+        for _ in range(5):
+            assert probe() == {503}
+            assert httpx.get(f"{rest(node)}/health", timeout=5).status_code == 503
+            time.sleep(0.2)
+        assert metric(node, "tq_raft_caught_up") == 0
+        assert httpx.get(f"{rest(node)}/api/v1/cluster", timeout=5).json()["caught_up"] is False
+
+        for i in others:
+            cluster.resume(i)
         deadline = time.monotonic() + 60
         while True:
-            assert time.monotonic() < deadline, (seen_health, seen_get, node.logs()[-3000:])
-            try:
-                for task_id in probes:
-                    r = httpx.get(f"{rest(node)}/api/v1/tasks/{task_id}", timeout=5)
-                    seen_get.add(r.status_code)
-                    if r.status_code == 200:
-                        assert r.json()["id"] == task_id
-                    else:  # never a false NOTFOUND: the task exists on the leader
-                        assert (r.status_code, r.json()["error"]["code"]) == (
-                            503, "UNAVAILABLE"), r.text
-                health = httpx.get(f"{rest(node)}/health", timeout=5)
-            except httpx.TransportError:  # not listening yet
-                time.sleep(0.02)
-                continue
-            seen_health.add(health.json()["status"])
+            probe()
+            health = httpx.get(f"{rest(node)}/health", timeout=5)
             if health.status_code == 200:
                 break
             assert health.json()["status"] in ("no_leader", "catching_up"), health.text
-            time.sleep(0.02)
+            assert time.monotonic() < deadline, (health.text, node.logs()[-3000:])
+            time.sleep(0.05)
 
-        assert 503 in seen_get, "the probe never saw the node before it had the tasks"
+        assert probe() == {200}
         assert metric(node, "tq_raft_caught_up") == 1
-        for task_id in ids[::97]:  # healthy: it has everything it had not before
+        for task_id in ids[::97]:  # healthy: it has everything it did not have before
             assert httpx.get(f"{rest(node)}/api/v1/tasks/{task_id}",
                              timeout=5).status_code == 200
-        status = httpx.get(f"{rest(node)}/api/v1/cluster", timeout=5).json()
-        assert status["caught_up"] is True
+        assert httpx.get(f"{rest(node)}/api/v1/cluster", timeout=5).json()["caught_up"] is True
     finally:
         cluster.stop()

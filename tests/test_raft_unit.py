@@ -194,3 +194,51 @@ def test_status_compares_the_restore_identities_of_reachable_nodes(tmp_path):
         assert rl.status()["restore_mismatch"] is False
     finally:
         store.close()
+
+
+def test_caught_up_once_the_leaders_commit_index_is_applied(tmp_path):
+    """A (re)started node is caught up when it has applied the commit index the leader last
+    reported to its status poll (its own, when it leads); after that it stays so."""
+    from types import SimpleNamespace
+
+    from broker.log.raft import RaftLog
+    from broker.machine import StateMachine
+    from broker.store import Store
+
+    config = cfg.from_mapping({
+        "broker": {"host": "127.0.0.1", "port": 7001},
+        "persistence": {"data_dir": str(tmp_path / "data")},
+        "raft": {"enabled": True, "node_id": "node1", "secret": "s",
+                 "peers": ["10.0.0.2:7001", "10.0.0.3:7001"]},
+    })
+    store = Store(tmp_path / "data")
+    try:
+        rl = RaftLog(config, StateMachine(store), store)
+        assert rl.caught_up() is False  # no engine yet
+        engine = SimpleNamespace(leader=None, raftCommitIndex=0, raftLastApplied=0)
+        engine._getLeader = lambda: engine.leader
+        rl.engine = engine
+        assert rl.caught_up() is False  # no leader known
+        engine.leader = SimpleNamespace(address="10.0.0.2:7002")
+        assert rl.caught_up() is False  # the leader's status not polled yet
+        rl._peer_status = {"10.0.0.2:7002": {"reachable": True, "role": "leader",
+                                             "commit_index": 500}}
+        engine.raftLastApplied = 499
+        assert rl.caught_up() is False
+        rl._peer_status["10.0.0.2:7002"]["role"] = "follower"  # it was deposed meanwhile
+        engine.raftLastApplied = 500
+        assert rl.caught_up() is False
+        rl._peer_status["10.0.0.2:7002"]["role"] = "leader"
+        assert rl.caught_up() is True
+        engine.raftLastApplied = 10  # never flips back: later lag is ordinary follower lag
+        assert rl.caught_up() is True
+
+        leading = RaftLog(config, StateMachine(store), store)
+        leading.engine = SimpleNamespace(raftCommitIndex=7, raftLastApplied=6,
+                                         _getLeader=lambda: SimpleNamespace(
+                                             address=leading.raft_address))
+        assert leading.caught_up() is False  # a new leader still applying its backlog
+        leading.engine.raftLastApplied = 7
+        assert leading.caught_up() is True
+    finally:
+        store.close()

@@ -752,7 +752,11 @@ class RaftLog(GroupCommitLog):
         return f"{host}:{int(port) - 1}"  # the default layout: Raft port = broker port + 1
 
     def _poll_peers(self) -> None:
-        while not self._halt.wait(STATUS_POLL_SECS):
+        # The first round soon after start: /health needs a peer's answer to name the
+        # leader, and a restarted node its leader's commit index to know it caught up.
+        delay = 0.2
+        while not self._halt.wait(delay):
+            delay = STATUS_POLL_SECS
             for raft_addr in self.peer_raft:
                 try:
                     reply = query_status(raft_addr, self.auth)
