@@ -11,6 +11,7 @@ import grpc
 import httpx
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.api import taskqueue_pb2 as pb
 from broker.api import taskqueue_pb2_grpc as pb_grpc
@@ -76,6 +77,12 @@ def wait_healthy(node, timeout: float = 20.0) -> None:
         assert r.json()["status"] in ("no_leader", "catching_up")
         assert time.monotonic() < deadline, r.text
         time.sleep(0.2)
+
+
+def grpc_health(node) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{node.config['api']['grpc_port']}") as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                    timeout=5).status
 
 
 def metric(node, name: str, labels: str = "") -> float:
@@ -189,6 +196,7 @@ def test_a_node_resyncing_after_a_lost_disk_never_answers_not_found(tmp_path):
             assert httpx.get(f"{rest(node)}/health", timeout=5).status_code == 503
             time.sleep(0.2)
         assert metric(node, "tq_raft_caught_up") == 0
+        assert grpc_health(node) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert httpx.get(f"{rest(node)}/api/v1/cluster", timeout=5).json()["caught_up"] is False
 
         for i in others:
@@ -205,6 +213,10 @@ def test_a_node_resyncing_after_a_lost_disk_never_answers_not_found(tmp_path):
 
         assert probe() == {200}
         assert metric(node, "tq_raft_caught_up") == 1
+        deadline = time.monotonic() + 10  # gRPC's health service re-reads it every second
+        while grpc_health(node) != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         for task_id in ids[::97]:  # healthy: it has everything it did not have before
             assert httpx.get(f"{rest(node)}/api/v1/tasks/{task_id}",
                              timeout=5).status_code == 200

@@ -14,6 +14,8 @@ code in the trailing metadata ``tq-error-code``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 from pathlib import Path
@@ -23,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from broker import validation as v
+from broker.api.health import HEALTHY, node_health
 from broker.api import taskqueue_pb2 as pb
 from broker.api import taskqueue_pb2_grpc as pb_grpc
 from broker.auth import AuthError
@@ -33,6 +36,7 @@ from taskqueue import errors, jsonutil
 log = logging.getLogger("tq.grpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskQueue"].full_name  # tq.v1.TaskQueue
+HEALTH_REFRESH_SECS = 1.0
 
 SC = grpc.StatusCode
 GRPC_STATUS = {
@@ -353,6 +357,7 @@ class GrpcServer:
         self.broker = broker
         self.server: grpc.aio.Server | None = None
         self.health: health.aio.HealthServicer | None = None
+        self._health_task: asyncio.Task | None = None
 
     async def start(self, host: str, port: int, ssl=None) -> None:
         config = self.broker.config
@@ -376,13 +381,34 @@ class GrpcServer:
             server.add_insecure_port(address)
         await server.start()
         self.server = server
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._publish_health()
+        self._health_task = asyncio.create_task(self._refresh_health(), name="tq-grpc-health")
         log.info("gRPC API on %s%s", address, " (TLS)" if ssl else "")
+
+    async def _publish_health(self) -> None:
+        """grpc.health.v1 says what REST /health says (SERVING only when healthy), so a
+        gRPC load balancer keeps off a node without a leader or still catching up."""
+        verdict, _ = node_health(self.broker)
+        serving = (health_pb2.HealthCheckResponse.SERVING if verdict == HEALTHY
+                   else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, serving)
+
+    async def _refresh_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_REFRESH_SECS)
+            try:
+                await self._publish_health()
+            except Exception:  # never let the refresher die: the last verdict would stick
+                log.exception("gRPC health refresh failed")
 
     async def stop(self) -> None:
         server, self.server = self.server, None
         if server is None:
             return
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
         await self.health.enter_graceful_shutdown()
         await server.stop(grace=self.broker.config.broker.shutdown_grace_secs)

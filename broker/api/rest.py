@@ -21,6 +21,7 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from broker import validation as v
+from broker.api.health import HEALTHY, node_health
 from broker.auth import AuthError
 from broker.service import ServiceError
 from taskqueue import errors, jsonutil
@@ -155,26 +156,8 @@ class RestServer:
 
         @app.get("/health")
         async def health(request):
-            if self.broker.stopping.is_set():
-                return json_response({"status": "stopping"}, 503)
-            status = service.log.status()
-            # A cluster node serves when it knows a leader it can reach (leader_id is set
-            # only then): a follower cut off from the quorum stops passing the check.
-            if not status.get("leader") or (status.get("mode") != "single"
-                                            and not status.get("leader_id")):
-                return json_response({"status": "no_leader", "role": status.get("role"),
-                                      "node_id": status.get("node_id"),
-                                      "leader": status.get("leader")}, 503)
-            # A node re-syncing after a lost disk or a restore would answer reads with
-            # what it has so far: keep load balancers and rolling restarts off it.
-            if not status.get("caught_up", True):
-                return json_response({"status": "catching_up", "role": status.get("role"),
-                                      "node_id": status.get("node_id"),
-                                      "leader": status.get("leader"),
-                                      "applied_index": status.get("applied_index")}, 503)
-            return json_response({"status": "healthy", "role": status.get("role"),
-                                  "node_id": status.get("node_id"),
-                                  "leader": status.get("leader")})
+            verdict, body = node_health(self.broker)
+            return json_response(body, 200 if verdict == HEALTHY else 503)
 
         @app.get("/health/leader")
         async def health_leader(request):
