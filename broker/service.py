@@ -298,7 +298,8 @@ class Service:
         status = self.log.status()
         me = status["nodes"][0] if status.get("nodes") else {}
         return {"node_id": status["node_id"], "role": status["role"],
-                "applied_index": status["applied_index"], "lag": me.get("lag")}
+                "applied_index": status["applied_index"], "lag": me.get("lag"),
+                "caught_up": status.get("caught_up", True)}
 
     @staticmethod
     def _listing_range(status: str | None, queue: str | None) -> bytes:

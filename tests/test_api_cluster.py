@@ -198,6 +198,8 @@ def test_a_node_resyncing_after_a_lost_disk_never_answers_not_found(tmp_path):
         assert metric(node, "tq_raft_caught_up") == 0
         assert grpc_health(node) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert httpx.get(f"{rest(node)}/api/v1/cluster", timeout=5).json()["caught_up"] is False
+        listing = httpx.get(f"{rest(node)}/api/v1/tasks", timeout=5).json()
+        assert listing["tasks"] == [] and listing["read_from"]["caught_up"] is False
 
         for i in others:
             cluster.resume(i)

@@ -196,6 +196,7 @@ def test_list_filters_and_cursor_pagination(http):
     none = http.get("/api/v1/tasks", params={"queue": queue, "status": "dead"}).json()
     assert none["tasks"] == [] and none["next_cursor"] is None
     assert none["read_from"]["role"] == "leader" and none["read_from"]["lag"] == 0
+    assert none["read_from"]["caught_up"] is True
     for params in ({"status": "bogus"}, {"limit": "x"}, {"limit": 0}, {"limit": 10001},
                    {"cursor": "zz"}, {"queue": "bad queue"}):
         r = http.get("/api/v1/tasks", params=params)
