@@ -11,6 +11,15 @@ from broker import config as cfg
 from broker.log.raft_engine import DurableJournal, HmacAuthenticator, InvalidFrame
 
 
+def raft_config(tmp_path, peers: list[str]):
+    """node1 on 127.0.0.1:7001 (Raft on 7002), data in tmp_path/data."""
+    return cfg.from_mapping({
+        "broker": {"host": "127.0.0.1", "port": 7001},
+        "persistence": {"data_dir": str(tmp_path / "data")},
+        "raft": {"enabled": True, "node_id": "node1", "secret": "s", "peers": peers},
+    })
+
+
 def test_frames_round_trip_and_reject_tampering():
     auth = HmacAuthenticator("secret")
     data = zlib.compress(pickle.dumps({"type": "append_entries"}))
@@ -104,12 +113,7 @@ def test_raft_addresses_default_to_port_plus_one(tmp_path):
     from broker.machine import StateMachine
     from broker.store import Store
 
-    config = cfg.from_mapping({
-        "broker": {"host": "127.0.0.1", "port": 7001},
-        "persistence": {"data_dir": str(tmp_path / "data")},
-        "raft": {"enabled": True, "node_id": "node1", "secret": "s",
-                 "peers": ["10.0.0.2:7001", "10.0.0.3:7005"]},
-    })
+    config = raft_config(tmp_path, ["10.0.0.2:7001", "10.0.0.3:7005"])
     store = Store(tmp_path / "data")
     try:
         rl = RaftLog(config, StateMachine(store), store)
@@ -157,12 +161,7 @@ def test_status_compares_the_restore_identities_of_reachable_nodes(tmp_path):
     from broker.machine import StateMachine
     from broker.store import Store
 
-    config = cfg.from_mapping({
-        "broker": {"host": "127.0.0.1", "port": 7001},
-        "persistence": {"data_dir": str(tmp_path / "data")},
-        "raft": {"enabled": True, "node_id": "node1", "secret": "s",
-                 "peers": ["10.0.0.2:7001", "10.0.0.3:7001"]},
-    })
+    config = raft_config(tmp_path, ["10.0.0.2:7001", "10.0.0.3:7001"])
     record = {"backup_applied_index": 42, "backup_sha256": "ab" * 32,
               "backup_time": "2024-01-15T02:30:04Z", "rebased": True}
     store = Store(tmp_path / "data")
@@ -205,12 +204,7 @@ def test_caught_up_once_the_leaders_commit_index_is_applied(tmp_path):
     from broker.machine import StateMachine
     from broker.store import Store
 
-    config = cfg.from_mapping({
-        "broker": {"host": "127.0.0.1", "port": 7001},
-        "persistence": {"data_dir": str(tmp_path / "data")},
-        "raft": {"enabled": True, "node_id": "node1", "secret": "s",
-                 "peers": ["10.0.0.2:7001", "10.0.0.3:7001"]},
-    })
+    config = raft_config(tmp_path, ["10.0.0.2:7001", "10.0.0.3:7001"])
     store = Store(tmp_path / "data")
     try:
         rl = RaftLog(config, StateMachine(store), store)
