@@ -7,6 +7,8 @@
     tq_probe.py check  URL KEY CA DIR [SECS]  every acknowledged task exists and completed
 
 Prints one JSON object; exit 0 on success. URL is the REST base, e.g. https://lb:8080.
+With mutual TLS, TQ_TLS_CERT and TQ_TLS_KEY (as for tq-worker and tq-admin) name the client
+certificate and key to present.
 """
 import json
 import os
@@ -104,6 +106,8 @@ def check(base, key, ctx, out, timeout=120.0):
 def main(argv):
     mode, base, key, cafile = argv[1:5]
     ctx = ssl.create_default_context(cafile=cafile)
+    if os.environ.get("TQ_TLS_CERT"):
+        ctx.load_cert_chain(os.environ["TQ_TLS_CERT"], os.environ.get("TQ_TLS_KEY") or None)
     if mode == "once":
         result = once(base, key, ctx)
     elif mode == "load":

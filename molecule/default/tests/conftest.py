@@ -7,6 +7,12 @@ import pytest
 
 PROBE = os.path.join(os.path.dirname(__file__), "..", "files", "tq_probe.py")
 CA = "/etc/task-queue/tls/ca.crt"
+# The lab runs with mutual TLS (broker_tls_client_auth): every broker port wants the node's
+# client certificate (tls role).
+CERT = "/etc/task-queue/tls/client.crt"
+KEY = "/etc/task-queue/tls/client.key"
+CURL_TLS = f"--cacert {CA} --cert {CERT} --key {KEY}"
+PROBE_ENV = f"TQ_TLS_CERT={CERT} TQ_TLS_KEY={KEY}"
 LB_URL = "https://tqm-node4:8080"
 WORKER_KEY = "molecule-worker-key"
 BROKERS = ["tqm-node1", "tqm-node2", "tqm-node3"]

@@ -79,10 +79,27 @@ def test_admin_preconfigured_for_operators(host):
     assert out.rc == 0, out.stderr
     info = json.loads(out.stdout)
     assert info["mode"] == "raft"
+    # mutual TLS: tq-admin presents a copy of the node's client certificate
+    text = env.content_string
+    assert "TQ_TLS_CERT=/etc/task-queue/admin-client.crt" in text and "TQ_TLS_KEY=/etc/task-queue/admin-client.key" in text
+    key = host.file("/etc/task-queue/admin-client.key")
+    assert key.user == "root" and key.group == "tqadmin" and key.mode == 0o640
     assert sorted(n["node_id"] for n in info["nodes"]) == ["tqm-node1", "tqm-node2", "tqm-node3"]
 
 
 def test_health_endpoint(host):
     out = host.check_output(
-        f"curl -fsS --cacert /etc/task-queue/tls/ca.crt https://{host.backend.get_hostname()}:8080/health")
+        f"curl -fsS --cacert /etc/task-queue/tls/ca.crt --cert /etc/task-queue/tls/client.crt"
+        f" --key /etc/task-queue/tls/client.key https://{host.backend.get_hostname()}:8080/health")
     assert json.loads(out)["status"] == "healthy"
+
+
+def test_config_requires_client_certificates(host):
+    text = host.file(f"/etc/task-queue/{host.backend.get_hostname()}.yaml").content_string
+    assert "tls_ca_path: /etc/task-queue/tls/ca.crt" in text
+
+
+def test_health_refused_without_client_certificate(host):
+    out = host.run(f"curl -sS -o /dev/null --max-time 5 --tls-max 1.2 --cacert /etc/task-queue/tls/ca.crt"
+                   f" https://{host.backend.get_hostname()}:8080/health")
+    assert out.rc == 35, (out.rc, out.stderr)  # TLS handshake failed

@@ -26,6 +26,19 @@ def test_every_broker_scraped(host):
     assert up == ["tqm-node1", "tqm-node2", "tqm-node3"], [(t["labels"], t["health"], t.get("lastError")) for t in tq]
 
 
+def test_scrapes_present_the_client_certificate(host):
+    """Mutual TLS: Prometheus presents a copy of the node's client certificate; the key is
+    readable by the prometheus user, the tls role's key stays 0400 taskqueue."""
+    config = host.file("/etc/prometheus/prometheus.yml").content_string
+    assert "cert_file: /etc/prometheus/task-queue-client.crt" in config
+    assert "key_file: /etc/prometheus/task-queue-client.key" in config
+    key = host.file("/etc/prometheus/task-queue-client.key")
+    assert key.user == "root" and key.group == "prometheus" and key.mode == 0o640
+    assert host.run("runuser -u prometheus -- head -c0 /etc/prometheus/task-queue-client.key").rc == 0
+    original = host.file("/etc/task-queue/tls/client.key")
+    assert original.user == "taskqueue" and original.mode == 0o400
+
+
 def test_metrics_stored(host):
     deadline = time.time() + 60
     while True:
