@@ -87,6 +87,21 @@ def test_admin_preconfigured_for_operators(host):
     assert sorted(n["node_id"] for n in info["nodes"]) == ["tqm-node1", "tqm-node2", "tqm-node3"]
 
 
+def test_operator_runs_tq_admin_without_root(host):
+    """An operator in tqadmin (common_operators), not root and not in the service group,
+    runs the preconfigured tq-admin; another unprivileged user reads none of the secrets."""
+    assert "tqadmin" in host.user("tqops").groups
+    assert "taskqueue" not in host.user("tqops").groups
+    out = host.run("runuser -u tqops -- tq-admin --json cluster-status")
+    assert out.rc == 0, out.stderr
+    assert json.loads(out.stdout)["mode"] == "raft"
+    name = host.backend.get_hostname()
+    for secret in ("/etc/task-queue/admin.env", "/etc/task-queue/admin-client.key",
+                   f"/etc/task-queue/{name}.yaml", "/etc/task-queue/tls/server.key"):
+        assert host.run(f"runuser -u nobody -- cat {secret}").rc != 0, secret
+    assert host.run("runuser -u nobody -- ls /etc/task-queue").rc != 0
+
+
 def test_health_endpoint(host):
     out = host.check_output(
         f"curl -fsS --cacert /etc/task-queue/tls/ca.crt --cert /etc/task-queue/tls/client.crt"
