@@ -62,7 +62,11 @@ def test_replication_forwarding_status_and_auth(cluster):
     while True:
         with cluster.client(follower) as c:
             status = c.cluster()
-        if all(n["reachable"] for n in status["nodes"]) or time.monotonic() > deadline:
+        # Peers' roles come from a status poll every second: right after an election
+        # the view may still show the leader as the follower it was.
+        settled = all(n["reachable"] for n in status["nodes"]) and \
+            [n["role"] for n in status["nodes"]].count("leader") == 1
+        if settled or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert status["mode"] == "raft"

@@ -236,3 +236,39 @@ def test_caught_up_once_the_leaders_commit_index_is_applied(tmp_path):
         assert leading.caught_up() is True
     finally:
         store.close()
+
+
+def test_answers_read_right_after_a_freeze_are_not_fresh_contact(tmp_path, monkeypatch):
+    """Answers that waited in the sockets while the leader was frozen are read the moment it
+    runs again: they must not make it look as if a majority just answered (check-quorum)."""
+    from types import SimpleNamespace
+
+    from broker.log import raft
+    from broker.machine import StateMachine
+    from broker.store import Store
+
+    clock = [100.0]
+    monkeypatch.setattr(raft.time, "monotonic", lambda: clock[0])
+    store = Store(tmp_path / "data")
+    try:
+        rl = raft.RaftLog(raft_config(tmp_path, ["10.0.0.2:7001", "10.0.0.3:7001"]),
+                          StateMachine(store), store)
+        assert rl.election_timeout == 1.0 and rl.heartbeat_period == 0.1
+        peers = [SimpleNamespace(address=a) for a in rl.peer_raft]
+        rl.engine = SimpleNamespace(raftCurrentTerm=5, _isLeader=lambda: True)
+
+        def answers_at(t):
+            clock[0] = t
+            for peer in peers:
+                rl._heard_from(peer)
+            return rl._heard.get(peers[0].address)
+
+        assert answers_at(100.0) == (5, 100.0)  # a new leader counts its first answers
+        assert answers_at(100.1) == (5, 100.1)
+        assert answers_at(102.0) == (5, 100.1)  # frozen 1.9 s: what it reads now is stale
+        assert answers_at(102.15) == (5, 100.1)
+        assert answers_at(102.25) == (5, 102.25)  # replies to heartbeats sent after it
+        rl.engine.raftCurrentTerm = 6
+        assert answers_at(110.0) == (6, 110.0)  # a new term is a new leadership
+    finally:
+        store.close()

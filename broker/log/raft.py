@@ -224,6 +224,7 @@ class RaftLog(GroupCommitLog):
         self.max_batch = config.persistence.max_batch_commands
         self.forward_timeout = raft.forward_timeout_secs
         self.election_timeout = raft.election_timeout_ms / 1000.0
+        self.heartbeat_period = min(0.1, self.election_timeout / 4)  # AppendEntries period
         data_dir = Path(config.persistence.data_dir)
         self.raft_dir = data_dir.with_name(data_dir.name + ".raft")
         self.auth = HmacAuthenticator(raft.secret)
@@ -249,13 +250,15 @@ class RaftLog(GroupCommitLog):
         self._restore_state: tuple = (False, ())  # last logged (mismatch, identities)
         # peer raft address -> (term, monotonic time) of its last answer to this leader
         self._heard: dict[str, tuple[int, float]] = {}
+        self._last_answer: tuple[int, float] = (-1, 0.0)  # (term, monotonic) of any answer
+        self._distrust_until = 0.0  # see _heard_from
         self._caught_up = False  # see caught_up(); never goes back to False
 
     # ---------------------------------------------------------------------- lifecycle
 
     def _conf(self) -> SyncObjConf:
         et = self.election_timeout
-        period = min(0.1, et / 4)
+        period = self.heartbeat_period
         return SyncObjConf(
             password="(see HmacAuthenticator)",
             autoTick=True,
@@ -639,11 +642,27 @@ class RaftLog(GroupCommitLog):
         return self.engine is not None and self.engine._isLeader()
 
     def _heard_from(self, node) -> None:
-        """Tick thread: a peer answered an AppendEntries (pysyncobj's next_node_idx)."""
+        """Tick thread: a peer answered an AppendEntries (pysyncobj's next_node_idx).
+
+        An answer is stamped when it is read, not when it was sent. A leader frozen (SIGSTOP,
+        a long GC, an overloaded host) reads, the moment it runs again, the answers that
+        waited in its sockets since before the freeze, while the others may have elected a
+        new leader meanwhile: counted as fresh, they made /health/leader answer 200 on the
+        deposed leader (seen in CI). So after a silence longer than the election timeout in
+        the same term, answers read within the next two heartbeat periods are not counted:
+        by then the ones read are replies to AppendEntries sent after the freeze.
+        """
         engine = self.engine
-        if engine is not None and engine._isLeader():
-            self._heard[getattr(node, "address", str(node))] = (engine.raftCurrentTerm,
-                                                                time.monotonic())
+        if engine is None or not engine._isLeader():
+            return
+        now, term = time.monotonic(), engine.raftCurrentTerm
+        last_term, last_at = self._last_answer
+        self._last_answer = (term, now)
+        if term == last_term and now - last_at > self.election_timeout:
+            self._distrust_until = now + 2 * self.heartbeat_period
+        if now < self._distrust_until:
+            return
+        self._heard[getattr(node, "address", str(node))] = (term, now)
 
     def leads_with_quorum(self) -> bool:
         """Leader, and a majority answered it in its term within ``raft.election_timeout_ms``.
@@ -752,11 +771,7 @@ class RaftLog(GroupCommitLog):
         return f"{host}:{int(port) - 1}"  # the default layout: Raft port = broker port + 1
 
     def _poll_peers(self) -> None:
-        # The first round soon after start: /health needs a peer's answer to name the
-        # leader, and a restarted node its leader's commit index to know it caught up.
-        delay = 0.2
-        while not self._halt.wait(delay):
-            delay = STATUS_POLL_SECS
+        while not self._halt.wait(STATUS_POLL_SECS):
             for raft_addr in self.peer_raft:
                 try:
                     reply = query_status(raft_addr, self.auth)
