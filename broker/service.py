@@ -177,10 +177,11 @@ class Service:
         return await self._settle(items, self._fail_command, "failed")
 
     def _ack_command(self, now: int, item: dict) -> list:
-        return ["ack", now, v.task_id(item), v.token(item), item.get("result")]
+        return ["ack", now, v.task_id(item), v.token(item),
+                v.json_value(item.get("result"), "result")]
 
     def _fail_command(self, now: int, item: dict) -> list:
-        error = item.get("error")
+        error = v.json_value(item.get("error"), "error")
         backtrace = item.get("backtrace")
         retry = item.get("retry", True)
         if not isinstance(retry, bool):

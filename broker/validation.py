@@ -21,8 +21,23 @@ class Invalid(Exception):
         self.message = message
 
 
-NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
-TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+# Matched with ``fullmatch`` (``\Z``): a ``$`` also matches before a final newline, and
+# "emails\n" was accepted as a queue name.
+NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,200}\Z")
+TASK_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
+
+# How deep a JSON value a client sends (a payload, a result, an error) may nest: arrays and
+# objects inside each other, ``[]`` being 1. The JSON library parses 1024 levels but encodes
+# only ~254, and every value is encoded again on its way to the log and RocksDB: a value
+# that parses but cannot be encoded used to kill the Raft commit loop. 64 is far beyond any
+# real payload and far below the encoder's limit.
+MAX_DEPTH = 64
+
+# Re-encoding a parsed value can make it longer than the request that carried it: ``1e15``
+# (4 bytes) is stored as ``1000000000000000.0`` (18). No JSON text grows by more than this
+# factor (tests/test_validation.py), so a request at most 1/GROWTH of the payload limit
+# cannot hold a payload that is stored larger than the limit, and is not re-encoded.
+GROWTH = 5
 
 # Fields a submit reads, and fields of an exported task object that it ignores, so that
 # `tq-admin list` output can be submitted back as it is (the guide's migration recipe).
@@ -35,6 +50,34 @@ IGNORED_FIELDS = {"status", "attempts", "result", "error", "backtrace", "worker"
 ACCEPTED_FIELDS = frozenset(SUBMIT_FIELDS | IGNORED_FIELDS)
 
 MAX_BULK = 1000
+
+
+def too_deep(value, limit: int = MAX_DEPTH) -> bool:
+    """Does ``value`` nest more than ``limit`` arrays/objects? Scalars never do; flat
+    containers are decided by one C-level pass over their members' types."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return False
+    if limit <= 0:
+        return True
+    members = value.values() if kind is dict else value
+    if _CONTAINERS.isdisjoint(map(type, members)):
+        return False
+    return any(too_deep(member, limit - 1) for member in members)
+
+
+_CONTAINERS = frozenset((dict, list))
+
+
+def check_depth(value, field: str) -> None:
+    if too_deep(value):
+        raise Invalid(f"{field}: nests deeper than {MAX_DEPTH} levels of arrays/objects")
+
+
+def json_value(value, field: str):
+    """A JSON value a client hands the broker to store (an ACK's result): depth-checked."""
+    check_depth(value, field)
+    return value
 
 
 def parse_json(raw: bytes | str):
@@ -69,7 +112,7 @@ def _name(spec: dict, field: str, pattern: re.Pattern, default=None) -> str | No
     value = spec.get(field, default)
     if value is None:
         return None
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         limit = 128 if pattern is TASK_ID else 200
         raise Invalid(f"{field}: expected 1-{limit} characters of A-Z a-z 0-9 _ . : -, "
                       f"got {value!r}")
@@ -129,12 +172,12 @@ def task_spec(spec, now_ms: int, max_payload_bytes: int, raw_size: int | None = 
     task_id = get("id")
     if task_id is None:
         task_id = uuid.uuid4().hex
-    elif type(task_id) is not str or not TASK_ID.match(task_id):
+    elif type(task_id) is not str or not TASK_ID.fullmatch(task_id):
         task_id = _name(spec, "id", TASK_ID)
     queue = get("queue")
     if queue is None:
         queue = "default"
-    elif type(queue) is not str or not NAME.match(queue):
+    elif type(queue) is not str or not NAME.fullmatch(queue):
         queue = _name(spec, "queue", NAME)
     out = {
         "id": task_id,
@@ -158,10 +201,14 @@ def task_spec(spec, now_ms: int, max_payload_bytes: int, raw_size: int | None = 
         out["run_at_ms"] = now_ms + int(delay * 1000)
     elif get("run_at") is not None:
         out["run_at_ms"] = _timestamp_ms(spec["run_at"], "run_at")
-    # The payload's encoded size is checked only when the whole request could exceed the
-    # limit: re-encoding every payload would cost the hot path for nothing.
-    if raw_size is None or raw_size > max_payload_bytes:
-        size = len(jsonutil.dumps(out["payload"]))
+    payload = out["payload"]
+    if (type(payload) is dict or type(payload) is list) and too_deep(payload):
+        raise Invalid(f"payload: nests deeper than {MAX_DEPTH} levels of arrays/objects")
+    # The size checked is the stored (re-encoded) one, computed only when the request could
+    # hold a payload that large once re-encoded (see GROWTH): re-encoding every payload
+    # would cost the hot path for nothing.
+    if raw_size is None or raw_size * GROWTH > max_payload_bytes:
+        size = len(jsonutil.dumps(payload))
         if size > max_payload_bytes:
             raise Invalid(f"payload: {size} bytes exceeds broker.max_payload_bytes "
                           f"({max_payload_bytes})", errors.TOOLARGE)
@@ -179,13 +226,13 @@ def task_specs(value, now_ms: int, max_payload_bytes: int, raw_size: int | None 
 
 def task_id(args: dict) -> str:
     value = obj(args).get("id")
-    if not isinstance(value, str) or not TASK_ID.match(value):
+    if not isinstance(value, str) or not TASK_ID.fullmatch(value):
         raise Invalid("id: required, 1-128 characters of A-Z a-z 0-9 _ . : -")
     return value
 
 
 def queue_name(value, field: str = "queue") -> str:
-    if not isinstance(value, str) or not NAME.match(value):
+    if not isinstance(value, str) or not NAME.fullmatch(value):
         raise Invalid(f"{field}: expected 1-200 characters of A-Z a-z 0-9 _ . : -")
     return value
 

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from broker.api.health import write_stalled
 from broker.machine import STATUSES
 
 log = logging.getLogger("tq.metrics")
@@ -99,6 +100,10 @@ class BrokerCollector:
         view["rest_connections"] = (len(rest.server.connections)
                                     if rest is not None and rest.server is not None else None)
         view["uptime"] = time.time() - broker.service.started_at
+        log_ = broker.service.log
+        view["write_stalled"] = write_stalled(log_)
+        view["proposals_waiting"] = len(getattr(log_, "_queue", ())) + getattr(
+            log_, "in_flight", 0)
         return view
 
     def describe(self):
@@ -217,6 +222,16 @@ class BrokerCollector:
                       "" if restored.get("backup_applied_index") is None
                       else str(restored["backup_applied_index"])], 1)
         yield g
+        stalled = view.get("write_stalled", 0.0)
+        yield GaugeMetricFamily("tq_log_write_stalled", "1 while proposals wait and no entry "
+                                "was applied for longer than a write may take (the write "
+                                "path is stuck; /health says write_stalled).",
+                                value=1 if stalled else 0)
+        yield GaugeMetricFamily("tq_log_write_stalled_seconds", "How long the write path "
+                                "has been stuck (0 when it moves).", value=stalled)
+        yield GaugeMetricFamily("tq_log_proposals_waiting", "Proposals queued or in flight "
+                                "on this node, not yet answered.",
+                                value=view.get("proposals_waiting", 0))
         yield GaugeMetricFamily("tq_raft_restore_mismatch", "1 when the reachable nodes "
                                 "report different restores (another archive, or a node not "
                                 "restored): a mixed cluster that diverges silently.",

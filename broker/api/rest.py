@@ -21,7 +21,7 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from broker import validation as v
-from broker.api.health import HEALTHY, node_health
+from broker.api.health import HEALTHY, node_health, write_stalled
 from broker.auth import AuthError
 from broker.service import ServiceError
 from taskqueue import errors, jsonutil
@@ -165,7 +165,8 @@ class RestServer:
             # A Raft leader must also have heard from a majority within the election
             # timeout: a deposed leader that has not noticed yet answers 503.
             check = getattr(service.log, "leads_with_quorum", service.log.is_leader)
-            if check() and not self.broker.stopping.is_set():
+            if check() and not self.broker.stopping.is_set() \
+                    and not write_stalled(service.log):
                 return json_response({"status": "leader", "node_id": status.get("node_id"),
                                       "leader": status.get("leader")})
             return json_response({"status": "not_leader", "node_id": status.get("node_id"),

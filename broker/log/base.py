@@ -14,9 +14,20 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
+import os
+import time
 from typing import Callable, Iterable
 
 from broker.machine import StateMachine
+from taskqueue import jsonutil
+
+log = logging.getLogger("tq.log")
+
+# Proposals waiting this long with no entry applied means the write path is stuck: /health
+# says ``write_stalled`` (503) and tq_log_write_stalled is 1 (see write_stalled()).
+WRITE_STALL_SECS = 10.0
+EXIT_LOOP_DIED = 70  # EX_SOFTWARE
 
 
 class NotLeader(Exception):
@@ -107,11 +118,46 @@ class GroupCommitLog(Log):
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        # Watchdog: proposals taken but not settled yet, and when the write path last moved
+        # (an entry applied or failed, or the first proposal after an idle spell).
+        self.in_flight = 0
+        self.progress_at = time.monotonic()
+        self.stall_secs = WRITE_STALL_SECS
+
+    def _start_task(self, coro, name: str) -> asyncio.Task:
+        """A loop of the log, watched: if it ever ends other than by stop(), nothing would
+        take proposals again and every write would hang; exit loudly instead."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._loop_ended)
+        self._tasks.append(task)
+        return task
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        if self._stopping or task.cancelled():
+            return
+        exc = task.exception()
+        log.critical("the log's %s loop died (%r); no write could be taken any more: "
+                     "exiting", task.get_name(), exc, exc_info=exc)
+        logging.shutdown()
+        os._exit(EXIT_LOOP_DIED)
+
+    def _note_waiting(self) -> None:
+        if not self._queue and not self.in_flight:
+            self.progress_at = time.monotonic()  # the stall clock starts now, not when idle
+
+    def write_stalled(self) -> float:
+        """Seconds the write path has been stuck (proposals waiting, nothing applied for
+        ``stall_secs``), else 0.0. Any thread."""
+        if not self._queue and not self.in_flight:
+            return 0.0
+        waited = time.monotonic() - self.progress_at
+        return waited if waited > self.stall_secs else 0.0
 
     async def propose(self, command: list):
         if self._stopping:
             raise Unavailable("broker shutting down")
         future = asyncio.get_running_loop().create_future()
+        self._note_waiting()
         self._queue.append((command, future, None))
         self._schedule_commit()
         return await future
@@ -120,6 +166,7 @@ class GroupCommitLog(Log):
         if self._stopping:
             return [Unavailable("broker shutting down")] * len(commands)
         gather = Gather(len(commands), asyncio.get_running_loop().create_future())
+        self._note_waiting()
         self._queue.extend((command, gather, i) for i, command in enumerate(commands))
         self._schedule_commit()
         return await gather.future
@@ -147,6 +194,28 @@ class GroupCommitLog(Log):
         for _, sink, slot in taken:
             deliver(sink, slot, exc, failed=True)
 
+    def _encodable(self, taken: list) -> tuple[list, bytes | None]:
+        """``taken``'s commands as one JSON entry; a command that cannot be encoded (it
+        cannot reach the log) is failed alone and dropped, the others are kept."""
+        try:
+            return taken, jsonutil.dumps([item[0] for item in taken])
+        except Exception:
+            pass
+        kept = []
+        for item in taken:
+            try:
+                jsonutil.dumps(item[0])
+            except Exception as exc:
+                log.error("a %r command cannot be encoded for the log (%s); failed",
+                          str(item[0][0])[:32] if item[0] else "?", exc)
+                deliver(item[1], item[2], Unavailable(
+                    f"the command cannot be encoded ({exc}); not committed"), failed=True)
+            else:
+                kept.append(item)
+        if not kept:
+            return [], None
+        return kept, jsonutil.dumps([item[0] for item in kept])
+
 
 class Gather:
     """Collects the results of one propose_many; resolves when the last one arrives."""
@@ -165,6 +234,10 @@ def deliver(sink, slot, result, failed: bool = False) -> None:
         if not sink.done():
             if failed:
                 sink.set_exception(result)
+                # Read once here: a proposer that went away (its connection closed) never
+                # awaits it, and asyncio would log "Future exception was never retrieved".
+                # One that awaits still gets it raised.
+                sink.exception()
             else:
                 sink.set_result(result)
         return

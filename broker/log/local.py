@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from broker.log.base import GroupCommitLog, deliver
+from broker.log.base import GroupCommitLog, Unavailable, deliver
 from broker.machine import StateMachine
 from broker.restore import restore_identity, restored_from
 from broker.store import Store
@@ -44,9 +46,9 @@ class LocalLog(GroupCommitLog):
 
     async def start(self) -> None:
         if self.sync_interval_ms == 0:
-            self._tasks.append(asyncio.create_task(self._commit_loop(), name="tq-commit"))
+            self._start_task(self._commit_loop(), "tq-commit")
         else:
-            self._tasks.append(asyncio.create_task(self._sync_loop(), name="tq-wal-sync"))
+            self._start_task(self._sync_loop(), "tq-wal-sync")
 
     def _schedule_commit(self) -> None:
         if self.sync_interval_ms == 0:
@@ -58,18 +60,40 @@ class LocalLog(GroupCommitLog):
             self._commit_scheduled = True
             asyncio.get_running_loop().call_soon(self._commit_now)
 
-    def _apply_next_entry(self) -> tuple[list, list, object]:
-        """Take up to max_batch queued proposals as the next entry and apply it."""
+    def _apply_next_entry(self) -> tuple[list, list, object] | None:
+        """Take up to max_batch queued proposals as the next entry and apply it.
+
+        An exception out of apply (a bug: apply_entry turns each command's errors into its
+        result) fails this entry's proposals and leaves the loop running; None then."""
         taken = self._queue[: self.max_batch]
         del self._queue[: self.max_batch]
-        results, batch = self.machine.apply_entry(
-            self.machine.applied_index + 1, [item[0] for item in taken])
+        self.in_flight = len(taken)
+        try:
+            results, batch = self.machine.apply_entry(
+                self.machine.applied_index + 1, [item[0] for item in taken])
+        except Exception as exc:
+            log.error("applying an entry of %d commands failed; they are failed", len(taken),
+                      exc_info=True)
+            try:  # memory may hold part of it: back to what RocksDB has
+                self.machine.load()
+            except Exception:
+                log.critical("reloading the state machine failed; exiting", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
+            self._fail(taken, Unavailable(f"internal error applying it: "
+                                          f"{type(exc).__name__}; not committed"))
+            self.in_flight = 0
+            self.progress_at = time.monotonic()
+            return None
         return taken, results, batch
 
     def _commit_now(self) -> None:
         self._commit_scheduled = False
         while self._queue:
-            taken, results, batch = self._apply_next_entry()
+            applied = self._apply_next_entry()
+            if applied is None:
+                continue
+            taken, results, batch = applied
             try:
                 self.store.write(batch, False)
             except Exception:
@@ -80,7 +104,12 @@ class LocalLog(GroupCommitLog):
             self._deliver(taken, results)
 
     def _deliver(self, taken: list, results: list) -> None:
-        self.on_applied(self.machine.woken)
+        self.in_flight = 0
+        self.progress_at = time.monotonic()
+        try:
+            self.on_applied(self.machine.woken)
+        except Exception:  # waking fetches is best effort; the results must go out
+            log.exception("on_applied failed")
         for (_, sink, slot), result in zip(taken, results):
             deliver(sink, slot, result)
 
@@ -97,7 +126,10 @@ class LocalLog(GroupCommitLog):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                taken, results, batch = self._apply_next_entry()
+                applied = self._apply_next_entry()
+                if applied is None:
+                    continue
+                taken, results, batch = applied
                 try:
                     # fsync off the loop: new proposals keep queueing meanwhile and form
                     # the next group.

@@ -54,7 +54,8 @@ from broker.config import Config
 from broker.log.base import GroupCommitLog, NotLeader, Unavailable, deliver
 from broker.log.raft_engine import (HmacAuthenticator, _fsync_dir, engine_patches,
                                     query_status)
-from broker.machine import BaseMismatch, Counters, StateMachine
+from broker import keys
+from broker.machine import BaseMismatch, Counters, StateMachine, public
 from broker.restore import identities_disagree, restore_identity, restored_from
 from broker.store import Store
 from taskqueue import jsonutil
@@ -223,6 +224,8 @@ class RaftLog(GroupCommitLog):
         self.sync_interval_ms = config.persistence.wal_sync_interval_ms
         self.max_batch = config.persistence.max_batch_commands
         self.forward_timeout = raft.forward_timeout_secs
+        # Stuck: proposals wait and nothing was applied for longer than a write may take.
+        self.stall_secs = raft.forward_timeout_secs + raft.election_timeout_ms / 1000.0
         self.election_timeout = raft.election_timeout_ms / 1000.0
         self.heartbeat_period = min(0.1, self.election_timeout / 4)  # AppendEntries period
         data_dir = Path(config.persistence.data_dir)
@@ -301,7 +304,7 @@ class RaftLog(GroupCommitLog):
         self.engine._SyncObj__transport.setOnUtilityMessageCallback("tqstatus",
                                                                     self._utility_status)
         threading.Thread(target=self._sync_loop, daemon=True, name="tq-raft-sync").start()
-        self._tasks.append(asyncio.create_task(self._commit_loop(), name="tq-raft-commit"))
+        self._start_task(self._commit_loop(), "tq-raft-commit")
         self._status_thread = threading.Thread(target=self._poll_peers, daemon=True,
                                                name="tq-raft-status")
         self._status_thread.start()
@@ -334,35 +337,58 @@ class RaftLog(GroupCommitLog):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                if not await self._wait_for_leader():
-                    queued, self._queue = self._queue, []
-                    self._fail(queued, NotLeader(None))
-                    continue
-                await self._slots.acquire()
-                taken = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-                if not taken:
-                    self._slots.release()
-                    continue
-                blob = jsonutil.dumps([item[0] for item in taken])
-                while len(blob) > MAX_ENTRY_BYTES and len(taken) > 1:
-                    half = len(taken) // 2
-                    self._queue[:0] = taken[half:]
-                    taken = taken[:half]
-                    blob = jsonutil.dumps([item[0] for item in taken])
-                self._send(taken, blob)
+                taken, held = [], False
+                try:
+                    if not await self._wait_for_leader():
+                        queued, self._queue = self._queue, []
+                        self._fail(queued, NotLeader(None))
+                        continue
+                    await self._slots.acquire()
+                    held = True
+                    taken = self._queue[: self.max_batch]
+                    del self._queue[: self.max_batch]
+                    # Encoded here, before anything is sent: a command that cannot be
+                    # encoded is failed alone (it used to end this loop, silently).
+                    taken, blob = self._encodable(taken)
+                    while blob is not None and len(blob) > MAX_ENTRY_BYTES and len(taken) > 1:
+                        half = len(taken) // 2
+                        self._queue[:0] = taken[half:]
+                        taken = taken[:half]
+                        blob = jsonutil.dumps([item[0] for item in taken])
+                    if not taken:
+                        self._slots.release()
+                        continue
+                    held = False  # _send owns the slot now: its settle releases it
+                    self._send(taken, blob)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # A bug in this loop must not end it: fail what it held and go on.
+                    log.error("raft commit loop: %d proposals failed by an internal error",
+                              len(taken), exc_info=True)
+                    if held:
+                        self._slots.release()
+                    self._fail(taken, Unavailable(f"internal error proposing it: "
+                                                  f"{type(exc).__name__}; outcome unknown"))
 
     def _send(self, taken: list, blob: bytes) -> None:
         loop = self._loop
         state = {"done": False}
+        self.in_flight += 1
 
         def settle(results, error):  # loop thread, exactly once
             if state["done"]:
                 return
             state["done"] = True
             timer.cancel()
+            self.in_flight -= 1
             self._slots.release()
-            self._settle(taken, results, error)
+            try:
+                self._settle(taken, results, error)
+            except Exception as exc:  # a bug here must not leave the proposers waiting
+                log.error("settling %d proposals failed", len(taken), exc_info=True)
+                self._fail(taken, Unavailable(f"internal error: {type(exc).__name__}; "
+                                              "outcome unknown"))
 
         def callback(results, error):  # tick thread
             try:
@@ -389,13 +415,47 @@ class RaftLog(GroupCommitLog):
         elif error in _NOT_APPENDED:
             exc = NotLeader(self.leader_address())
         elif error == "timeout":
-            exc = Unavailable(f"not committed within {self.forward_timeout:g}s "
-                              "(raft.forward_timeout_secs); outcome unknown")
+            self._settle_timed_out(taken)
+            return
         elif isinstance(error, BaseException):
             exc = Unavailable(f"{type(error).__name__}: {error}")
         else:
             exc = Unavailable(f"leader changed (raft code {error}); outcome unknown")
         self._fail(taken, exc)
+
+    def _settle_timed_out(self, taken: list) -> None:
+        """No answer within raft.forward_timeout_secs. The entry may still commit (or have
+        committed: a node that rejoined and installed a snapshot never hears back about the
+        entries inside it). What this node has applied by now is answered as it is: a
+        submit whose task is here committed. For the rest the outcome is unknown."""
+        unknown = Unavailable(f"no answer within {self.forward_timeout:g}s "
+                              "(raft.forward_timeout_secs): outcome unknown, it may have "
+                              "committed (retry: retries are idempotent)")
+        for command, sink, slot in taken:
+            known = None
+            try:
+                known = self._known_submit(command)
+            except Exception:
+                log.debug("looking up a timed-out submit failed", exc_info=True)
+            if known is not None:
+                deliver(sink, slot, known)
+            else:
+                deliver(sink, slot, unknown, failed=True)
+
+    def _known_submit(self, command: list) -> dict | None:
+        """The result of a submit command read back from RocksDB, when its task is there
+        as this command made it (same type, queue and payload); else None."""
+        if not command or command[0] != "submit":
+            return None
+        spec = command[2]
+        task = self.store.get_json(keys.task(spec["id"]))
+        if task is None or any(task.get(f) != spec.get(f) for f in ("type", "queue", "payload")):
+            return None
+        out = public(task)
+        # made by an earlier submit of the same id (a retry): the answer a duplicate gets
+        if task.get("created_at", 0) * 1000 < command[1] - 1000 * (self.forward_timeout + 60):
+            out["duplicate"] = True
+        return out
 
     def _restamp(self, command: bytes) -> bytes:
         """Leader, tick thread: give a forwarded entry's commands the leader's clock."""
@@ -457,6 +517,7 @@ class RaftLog(GroupCommitLog):
             log.critical("RocksDB write of entry %d failed; exiting", index, exc_info=True)
             os._exit(70)
         self.view.publish()
+        self.progress_at = time.monotonic()  # the watchdog's "the write path moves"
         woken = machine.woken
         if woken:
             try:
