@@ -74,7 +74,7 @@ def raft_log(tmp_path):
 async def start_commit_loop(rl: RaftLog) -> None:
     rl._loop = asyncio.get_running_loop()
     rl._slots = asyncio.Semaphore(4)
-    rl._start_task(rl._commit_loop(), "tq-raft-commit")
+    rl._tasks.append(asyncio.create_task(rl._commit_loop(), name="tq-raft-commit"))
 
 
 def test_raft_commit_loop_fails_what_breaks_and_goes_on(raft_log, monkeypatch):
