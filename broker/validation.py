@@ -53,17 +53,25 @@ MAX_BULK = 1000
 
 
 def too_deep(value, limit: int = MAX_DEPTH) -> bool:
-    """Does ``value`` nest more than ``limit`` arrays/objects? Scalars never do; flat
-    containers are decided by one C-level pass over their members' types."""
+    """Does ``value`` nest more than ``limit`` arrays/objects? Runs on every submitted
+    payload: scalars return at once, members are type-checked inline, and a long container
+    of scalars is decided by one C-level pass over its members' types."""
     kind = type(value)
-    if kind is not dict and kind is not list:
+    if kind is dict:
+        members = value.values()
+    elif kind is list:
+        members = value
+    else:
         return False
     if limit <= 0:
         return True
-    members = value.values() if kind is dict else value
-    if _CONTAINERS.isdisjoint(map(type, members)):
+    if len(members) > 32 and _CONTAINERS.isdisjoint(map(type, members)):
         return False
-    return any(too_deep(member, limit - 1) for member in members)
+    for member in members:
+        kind = type(member)
+        if (kind is dict or kind is list) and too_deep(member, limit - 1):
+            return True
+    return False
 
 
 _CONTAINERS = frozenset((dict, list))

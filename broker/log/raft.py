@@ -833,26 +833,32 @@ class RaftLog(GroupCommitLog):
 
     def _poll_peers(self) -> None:
         while not self._halt.wait(STATUS_POLL_SECS):
-            for raft_addr in self.peer_raft:
-                try:
-                    reply = query_status(raft_addr, self.auth)
-                    if isinstance(reply, dict):
-                        reply["reachable"] = True
-                        reply["checked_at"] = time.time()
-                        if isinstance(reply.get("address"), str):
-                            self.client_address[raft_addr] = reply["address"]
-                        self._peer_status[raft_addr] = reply
-                        continue
-                except Exception:
-                    pass
-                old = self._peer_status.get(raft_addr, {})
-                self._peer_status[raft_addr] = dict(old, reachable=False,
-                                                    checked_at=time.time())
-            self.caught_up()
             try:
-                self._log_restore_mismatch(self.status())
+                self._poll_round()
+            except Exception:  # the thread must not end: health reads what it stores
+                log.exception("raft status poll failed")
+
+    def _poll_round(self) -> None:
+        for raft_addr in self.peer_raft:
+            try:
+                reply = query_status(raft_addr, self.auth)
+                if isinstance(reply, dict):
+                    reply["reachable"] = True
+                    reply["checked_at"] = time.time()
+                    if isinstance(reply.get("address"), str):
+                        self.client_address[raft_addr] = reply["address"]
+                    self._peer_status[raft_addr] = reply
+                    continue
             except Exception:
-                log.debug("restore identity check failed", exc_info=True)
+                pass
+            old = self._peer_status.get(raft_addr, {})
+            self._peer_status[raft_addr] = dict(old, reachable=False,
+                                                checked_at=time.time())
+        self.caught_up()
+        try:
+            self._log_restore_mismatch(self.status())
+        except Exception:
+            log.debug("restore identity check failed", exc_info=True)
 
     def _log_restore_mismatch(self, status: dict) -> None:
         """Status thread: say so in the log when the nodes' restores start or stop to
