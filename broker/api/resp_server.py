@@ -164,7 +164,9 @@ class RespConnection(asyncio.Protocol):
         task.add_done_callback(self._on_task_done)
         return task
 
-    def _on_task_done(self, _task) -> None:
+    def _on_task_done(self, task) -> None:
+        if not task.cancelled():
+            task.exception()  # read here: a closed connection never reads its reply slot
         self.tasks_running -= 1
         self._call_finished(True)
 
