@@ -15,6 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 SUBMIT, READ, CANCEL, ADMIN = "submit_tasks", "read_tasks", "cancel_tasks", "admin"
+# What a worker connection (HELLO with worker_id: FETCH, ACK, FAIL, HEARTBEAT) needs: it
+# reads tasks and it changes them (takes them, writes their results). A read-only key
+# (a dashboard's) must not be able to take a task or forge its result.
+WORKER = (READ, SUBMIT)
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,11 @@ class Principal:
 
     def allows(self, permission: str) -> bool:
         return ADMIN in self.permissions or permission in self.permissions
+
+    def may_work(self) -> bool:
+        """May this key be a worker (every permission in WORKER)?"""
+        perms = self.permissions
+        return ADMIN in perms or (READ in perms and SUBMIT in perms)
 
 
 # The caller when auth is disabled: everything is allowed.

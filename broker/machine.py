@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 
-from broker import keys
+from broker import keys, tokens
 from broker.store import Overlay, RangeHints, Store
 from taskqueue import errors, jsonutil
 
@@ -349,7 +349,12 @@ class StateMachine:
         out["duplicate"] = True
         return out
 
-    def _claim(self, now: int, worker_id: str, queues: list, count: int, lease_ms: int):
+    def _claim(self, now: int, worker_id: str, queues: list, count: int, lease_ms: int,
+               nonce: int | None = None):
+        """Lease up to ``count`` pending jobs to ``worker_id``, each under a new fencing token
+        (broker/tokens.py) made of the sequence number its claim takes and the ``nonce`` the
+        proposer drew. A command without a nonce was written before tokens had one: its
+        tokens are the bare sequence number, as they were then (replays stay identical)."""
         ov = self._overlay
         jobs = []
         for queue in queues:
@@ -369,7 +374,8 @@ class StateMachine:
                 task["started_at"] = now / 1000.0
                 task["_lease_ms"] = now + lease_ms
                 task["lease_expires_at"] = (now + lease_ms) / 1000.0
-                task["_token"] = self._next_seq()  # fencing token: unique per claim
+                seq = self._next_seq()  # unique per claim: what makes the token fence
+                task["_token"] = seq if nonce is None else tokens.mint(seq, nonce)
                 self._transition(task, RUNNING, now)
                 job = public(task)
                 job["token"] = task["_token"]
@@ -378,20 +384,25 @@ class StateMachine:
                 break
         return jobs
 
-    def _held(self, task_id: str, token: int):
-        """The running task leased under ``token``, or the Rejected that explains why not."""
+    def _held(self, task_id: str, token, worker_id: str | None):
+        """The running task leased to ``worker_id`` under ``token``, or the Rejected that
+        explains why not. A wrong token and another worker's lease get the same answer, so
+        the reply tells a guesser nothing. ``worker_id`` None: a command from before ACK
+        and FAIL named their worker (the token alone decided then)."""
         task = self._load_task(task_id)
         if task is None:
             return Rejected(errors.NOTFOUND, f"no task {task_id!r}")
-        if task["status"] != RUNNING or task["_token"] != token:
+        if (task["status"] != RUNNING or task["_token"] != token
+                or (worker_id is not None and task["worker"] != worker_id)):
             return Rejected(errors.LEASELOST,
-                            f"task {task_id!r} is {task['status']}; token {token} is stale")
+                            f"task {task_id!r} is {task['status']} and not leased to this "
+                            f"worker under token {token}")
         return task
 
-    def _ack(self, now: int, task_id: str, token: int, result):
-        task = self._held(task_id, token)
+    def _ack(self, now: int, task_id: str, token, result, worker_id: str | None = None):
+        task = self._held(task_id, token, worker_id)
         if isinstance(task, Rejected):
-            return self._repeat_of(task_id, token, (COMPLETED,), task)
+            return self._repeat_of(task_id, token, worker_id, (COMPLETED,), task)
         task["result"] = result
         task["error"] = None
         task["finished_at"] = now / 1000.0
@@ -400,18 +411,22 @@ class StateMachine:
         self.counters.total("completed")
         return "OK"
 
-    def _repeat_of(self, task_id: str, token: int, statuses: tuple, rejection: Rejected):
-        """A retried ACK/FAIL whose first copy got through (same token) answers OK again."""
+    def _repeat_of(self, task_id: str, token, worker_id: str | None, statuses: tuple,
+                   rejection: Rejected):
+        """A retried ACK/FAIL whose first copy got through (same token, same worker: the
+        last lease was this one and it was settled by its holder) answers OK again."""
         task = self._load_task(task_id)
-        if task is not None and task["_token"] == token and task["status"] in statuses:
+        if (task is not None and task["_token"] == token and token != 0
+                and task["status"] in statuses
+                and (worker_id is None or task["worker"] == worker_id)):
             return "OK"
         return rejection
 
-    def _fail(self, now: int, task_id: str, token: int, error: str, backtrace, retry: bool,
-              jitter: float):
-        task = self._held(task_id, token)
+    def _fail(self, now: int, task_id: str, token, error: str, backtrace, retry: bool,
+              jitter: float, worker_id: str | None = None):
+        task = self._held(task_id, token, worker_id)
         if isinstance(task, Rejected):
-            return self._repeat_of(task_id, token, (FAILED, DEAD, PENDING), task)
+            return self._repeat_of(task_id, token, worker_id, (FAILED, DEAD, PENDING), task)
         task["error"] = error
         task["backtrace"] = backtrace
         task["lease_expires_at"] = None
@@ -443,8 +458,8 @@ class StateMachine:
         lost = []
         deadline = now + lease_ms
         for task_id, token in held:
-            task = self._held(task_id, token)
-            if isinstance(task, Rejected) or task["worker"] != worker_id:
+            task = self._held(task_id, token, worker_id)
+            if isinstance(task, Rejected):
                 lost.append(task_id)
                 continue
             ov.delete(keys.lease(task["_lease_ms"], task_id))
@@ -485,6 +500,7 @@ class StateMachine:
             return Rejected(errors.BADSTATE, f"task {task_id!r} is already {task['status']}")
         task["finished_at"] = now / 1000.0
         task["lease_expires_at"] = None
+        task["_token"] = 0  # no later ACK/FAIL of any earlier lease is a repeat (_repeat_of)
         self._transition(task, CANCELLED, now)
         self.counters.total("cancelled")
         return public(task)
@@ -529,6 +545,7 @@ class StateMachine:
         for key, _token in self._due(keys.LEASE, keys.lease_until(now), limit):
             task = self._load_task(key[9:].decode())
             task["lease_expires_at"] = None
+            task["_token"] = 0  # the lease ended unsettled: its holder's late FAIL is no repeat
             task["error"] = f"lease expired (worker {task['worker']} stopped heartbeating)"
             self.counters.total("expired")
             if task["attempts"] <= task["max_retries"]:

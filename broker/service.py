@@ -14,9 +14,9 @@ import random
 import time
 from collections import defaultdict
 
-from broker import keys
+from broker import keys, tokens
 from broker import validation as v
-from broker.auth import ADMIN, CANCEL, READ, SUBMIT, Authenticator, Principal
+from broker.auth import ADMIN, CANCEL, READ, SUBMIT, WORKER, Authenticator, Principal
 from broker.config import Config
 from broker.log.base import Log, NotLeader, Unavailable
 from broker.machine import STATUSES, TOTALS, Rejected, public
@@ -88,6 +88,16 @@ class Service:
             raise ServiceError(errors.NOPERM,
                                f"this API key lacks the {permission!r} permission")
 
+    @staticmethod
+    def require_worker(principal: Principal) -> None:
+        """A worker takes tasks (it reads them) and writes their outcome (it changes them):
+        a read-only key may do neither (docs/protocol.md, "The worker's trust model")."""
+        if not principal.may_work():
+            raise ServiceError(errors.NOPERM,
+                               f"a worker connection needs the {' and '.join(WORKER)} "
+                               "permissions; this API key lacks "
+                               + ", ".join(p for p in WORKER if not principal.allows(p)))
+
     # ----------------------------------------------------------------- handshake
 
     def hello_reply(self) -> dict:
@@ -99,6 +109,7 @@ class Service:
                 "lease_timeout_secs": self.config.worker.lease_timeout_secs}
 
     async def register_worker(self, principal: Principal, worker_id: str, info: dict):
+        self.require_worker(principal)
         record = {
             "hostname": str(info.get("hostname", ""))[:255],
             "pid": info.get("pid") if isinstance(info.get("pid"), int) else None,
@@ -136,6 +147,7 @@ class Service:
     # ------------------------------------------------------------------- workers
 
     async def fetch(self, principal: Principal, worker_id: str, args: dict):
+        self.require_worker(principal)
         queues = v.queue_list(args.get("queues"))
         count = v.bounded_int(args, "count", 1, 1, MAX_FETCH)
         timeout_ms = v.bounded_int(args, "timeout_ms", 2000, 0, 60000)
@@ -145,7 +157,7 @@ class Service:
             if self._told_to_rest(worker_id):
                 return None
             jobs = await self._propose(["claim", now_ms(), worker_id, queues, count,
-                                        self._lease_ms])
+                                        self._lease_ms, tokens.nonce()])
             if jobs:
                 self._rates.add("claimed", len(jobs))
                 if self.observer is not None:
@@ -170,35 +182,41 @@ class Service:
         raw = self.store.get(keys.worker(worker_id))
         return raw is not None and jsonutil.loads(raw).get("state") in ("quiet", "stop")
 
-    async def ack(self, principal: Principal, items):
-        return await self._settle(items, self._ack_command, "acked")
+    async def ack(self, principal: Principal, worker_id: str, items):
+        """Settle leases this worker holds: the machine checks both the token and that the
+        lease is ``worker_id``'s (the worker identity of the caller's connection)."""
+        return await self._settle(principal, worker_id, items, self._ack_command, "acked")
 
-    async def fail(self, principal: Principal, items):
-        return await self._settle(items, self._fail_command, "failed")
+    async def fail(self, principal: Principal, worker_id: str, items):
+        return await self._settle(principal, worker_id, items, self._fail_command, "failed")
 
-    def _ack_command(self, now: int, item: dict) -> list:
-        return ["ack", now, v.task_id(item), v.token(item),
-                v.json_value(item.get("result"), "result")]
+    def _ack_command(self, now: int, worker_id: str, item: dict) -> list:
+        return ["ack", now, v.task_id(item), _token(item),
+                v.json_value(item.get("result"), "result"), worker_id]
 
-    def _fail_command(self, now: int, item: dict) -> list:
+    def _fail_command(self, now: int, worker_id: str, item: dict) -> list:
         error = v.json_value(item.get("error"), "error")
         backtrace = item.get("backtrace")
         retry = item.get("retry", True)
         if not isinstance(retry, bool):
             raise v.Invalid("retry: expected true or false")
-        return ["fail", now, v.task_id(item), v.token(item),
+        return ["fail", now, v.task_id(item), _token(item),
                 str(error)[:10000] if error is not None else "failed",
                 str(backtrace)[:100000] if backtrace is not None else None,
-                retry, random.random()]
+                retry, random.random(), worker_id]
 
-    async def _settle(self, items, build, rate: str):
+    async def _settle(self, principal: Principal, worker_id: str, items, build, rate: str):
         """ACK/FAIL of one job (returns "OK" or raises) or of a list (per-item results)."""
+        self.require_worker(principal)
+        if not isinstance(worker_id, str):
+            raise ServiceError(errors.BADREQ, "ACK and FAIL need a worker connection")
         now = now_ms()
         bulk = isinstance(items, list)
         if bulk and not 0 < len(items) <= MAX_FETCH:
             raise ServiceError(errors.BADREQ, f"1-{MAX_FETCH} items expected")
         try:
-            commands = [build(now, v.obj(item, "item")) for item in (items if bulk else [items])]
+            commands = [build(now, worker_id, v.obj(item, "item"))
+                        for item in (items if bulk else [items])]
         except v.Invalid as exc:
             raise ServiceError(exc.code, exc.message) from None
         if not bulk:
@@ -214,13 +232,14 @@ class Service:
         return [_bulk_entry(r, r) for r in results]
 
     async def heartbeat(self, principal: Principal, worker_id: str, args: dict):
+        self.require_worker(principal)
         held = args.get("tasks", [])
         if not isinstance(held, list) or len(held) > 100_000:
             raise ServiceError(errors.BADREQ, "tasks: expected a list of [id, token] pairs")
         pairs = []
         for entry in held:
             if (not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str)
-                    or isinstance(entry[1], bool) or not isinstance(entry[1], int)):
+                    or not tokens.valid(entry[1])):
                 raise ServiceError(errors.BADREQ, "tasks: expected a list of [id, token] pairs")
             pairs.append(entry)
         return await self._propose(["heartbeat", now_ms(), worker_id, pairs, self._lease_ms,
@@ -412,6 +431,14 @@ class Service:
             "log": self.log.status(),
             "is_leader": self.log.is_leader(),
         }
+
+
+def _token(item: dict):
+    value = item.get("token")
+    if not tokens.valid(value):
+        raise v.Invalid(f"token: required, the fencing token FETCH returned with the job "
+                        f"(a string of 1-{tokens.MAX_TOKEN_CHARS} characters)")
+    return value
 
 
 def _bulk_entry(result, success):

@@ -33,6 +33,10 @@ from taskqueue.errors import NOTLEADER, BrokerError, ConnectionLost
 from taskqueue.resp import Error, ProtocolError, ReplyParser, encode_request
 from taskqueue.tlsutil import server_hostname
 
+# A job's fencing token, as FETCH returned it: an opaque string (an int from brokers before
+# string tokens). Send it back unchanged; never build or compare one.
+Token = str | int
+
 PROTOCOL_VERSION = 1
 DEFAULT_ADDR = "127.0.0.1:6379"
 DEFAULT_PORT = 6379
@@ -221,7 +225,7 @@ class _Commands:
         return self._call("FETCH", {"queues": list(queues), "count": count,
                                     "timeout_ms": timeout_ms}, _fetched)
 
-    def ack(self, id: str, token: int, result: Any = None):
+    def ack(self, id: str, token: Token, result: Any = None):
         return self._call("ACK", {"id": id, "token": token, "result": result})
 
     def ack_many(self, acks: Iterable[dict | tuple]):
@@ -231,12 +235,12 @@ class _Commands:
                  for a in acks]
         return self._call("ACK", items)
 
-    def fail(self, id: str, token: int, error: str, backtrace: str | None = None,
+    def fail(self, id: str, token: Token, error: str, backtrace: str | None = None,
              retry: bool = True):
         return self._call("FAIL", {"id": id, "token": token, "error": error,
                                    "backtrace": backtrace, "retry": retry})
 
-    def heartbeat(self, tasks: Iterable[tuple[str, int]]):
+    def heartbeat(self, tasks: Iterable[tuple[str, Token]]):
         """Renew the leases of ``(id, token)`` pairs; returns ``{"state", "lost"}``."""
         return self._call("HEARTBEAT", {"tasks": [[i, t] for i, t in tasks]})
 

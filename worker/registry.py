@@ -42,7 +42,7 @@ class JobInfo:
     queue: str
     attempts: int
     max_retries: int
-    token: int
+    token: str | int  # the fencing token, opaque (taskqueue.client.Token)
     timeout_secs: float | None
     worker_id: str | None = None
 

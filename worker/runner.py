@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskqueue import errors, jsonutil
-from taskqueue.client import AsyncClient, Backoff
+from taskqueue.client import AsyncClient, Backoff, Token
 from taskqueue.errors import BrokerError, ConnectionLost
 from worker.pools import HandlerFailed, JobTimeout, ThreadPool
 from worker.procpool import ProcessPool
@@ -79,7 +79,7 @@ class HeldJob:
     """A job this worker has claimed and not yet finished reporting."""
 
     id: str
-    token: int
+    token: Token  # opaque: sent back exactly as FETCH gave it
     task: asyncio.Task | None = None
     lost: bool = False  # the broker says our lease is gone: never report on it
     finished: bool = False  # the handler is done; its outcome is being reported
@@ -100,7 +100,7 @@ class Reporter:
         self._pending: list[tuple[dict, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
 
-    async def ack(self, id: str, token: int, result: Any) -> str:
+    async def ack(self, id: str, token: Token, result: Any) -> str:
         """Returns "OK" or the error code the broker gave for this job."""
         done = asyncio.get_running_loop().create_future()
         self._pending.append(({"id": id, "token": token, "result": result}, done))
@@ -138,7 +138,7 @@ class Reporter:
         return [r if r == "OK" else r.get("error", {}).get("code", errors.INTERNAL)
                 for r in replies]
 
-    async def fail(self, id: str, token: int, error: str, backtrace: str | None,
+    async def fail(self, id: str, token: Token, error: str, backtrace: str | None,
                    retry: bool = True) -> str:
         return await self._with_retry(
             lambda: _outcome(self.client.fail(id, token, error, backtrace, retry)))

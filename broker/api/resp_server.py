@@ -281,8 +281,8 @@ class RespConnection(asyncio.Protocol):
             raise
         worker_id = hello.get("worker_id")
         if worker_id is not None:
-            # A worker fetches tasks: it needs read access (ACK/FAIL are fenced by token).
-            self.server.auth.require(principal, "read_tasks")
+            # A worker takes tasks and writes their results: read and submit permissions.
+            self.service.require_worker(principal)
             if not isinstance(worker_id, str) or not v.TASK_ID.match(worker_id):
                 raise ServiceError(errors.BADREQ, "worker_id: 1-128 characters of "
                                    "A-Z a-z 0-9 _ . : -")
@@ -298,10 +298,10 @@ class RespConnection(asyncio.Protocol):
         return self.service.fetch(self.principal, self.worker_id, v.obj(arg))
 
     def cmd_ack(self, arg, size):
-        return self.service.ack(self.principal, arg)
+        return self.service.ack(self.principal, self.worker_id, arg)
 
     def cmd_fail(self, arg, size):
-        return self.service.fail(self.principal, arg)
+        return self.service.fail(self.principal, self.worker_id, arg)
 
     def cmd_heartbeat(self, arg, size):
         return self.service.heartbeat(self.principal, self.worker_id, v.obj(arg))
