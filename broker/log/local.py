@@ -81,6 +81,8 @@ class LocalLog(GroupCommitLog):
 
     def _deliver(self, taken: list, results: list) -> None:
         self.on_applied(self.machine.woken)
+        if self.machine.finished:
+            self.on_finished(self.machine.finished)
         for (_, sink, slot), result in zip(taken, results):
             deliver(sink, slot, result)
 

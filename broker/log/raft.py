@@ -457,17 +457,20 @@ class RaftLog(GroupCommitLog):
             log.critical("RocksDB write of entry %d failed; exiting", index, exc_info=True)
             os._exit(70)
         self.view.publish()
-        woken = machine.woken
-        if woken:
+        woken, finished = machine.woken, machine.finished
+        if woken or finished:
             try:
-                self._loop.call_soon_threadsafe(self._notify, woken)
+                self._loop.call_soon_threadsafe(self._notify, woken, finished)
             except RuntimeError:
                 pass
         return results
 
-    def _notify(self, woken) -> None:
+    def _notify(self, woken, finished) -> None:
         try:
-            self.on_applied(woken)
+            if woken:
+                self.on_applied(woken)
+            if finished:
+                self.on_finished(finished)
         except Exception:
             log.exception("on_applied failed")
 
