@@ -278,10 +278,13 @@ class Service:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return task
+                # A timer resolving the same future (cheaper than wait_for on the hot
+                # round trip): either the apply or the timeout wakes us, then we re-read.
+                timer = loop.call_later(remaining, _resolve, future)
                 try:
-                    await asyncio.wait_for(future, remaining)
-                except asyncio.TimeoutError:
-                    return self.get(principal, task_id)
+                    await future
+                finally:
+                    timer.cancel()
             finally:
                 self.task_waiters.discard(task_id, owner, future)
 
@@ -455,6 +458,11 @@ class Service:
             "log": self.log.status(),
             "is_leader": self.log.is_leader(),
         }
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _bulk_entry(result, success):
