@@ -137,6 +137,9 @@ def cmd_list(client, args):
 
 
 def cmd_get(client, args):
+    if getattr(args, "wait", None) is not None:
+        # Block until the task is completed, dead or cancelled (or --wait seconds pass).
+        return client.wait(args.id, timeout=args.wait)
     return client.get(args.id)
 
 
@@ -353,7 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     for name, text in (("get", "one task"), ("cancel", "cancel a task"),
                        ("requeue", "put a dead or cancelled task back to pending")):
-        add(name, text).add_argument("id")
+        p = add(name, text)
+        p.add_argument("id")
+        if name == "get":
+            p.add_argument("--wait", type=float, metavar="SECS", help="wait up to SECS (at most 300) for the task to finish")
     add("pause", "stop handing out a queue's jobs").add_argument("queue")
     add("resume", "resume a paused queue").add_argument("queue")
     p = add("worker-state", "ask a worker to go quiet, stop, or become active again")

@@ -120,7 +120,8 @@ def drain(addr: str, n: int, worker_processes: int, concurrency: int) -> float:
 
 
 def round_trip(addr: str, n: int, concurrency: int) -> dict:
-    """Latency from submit to completion, one task at a time, with one worker running."""
+    """Latency from submit to completion (seen through WAIT-TASK), one task at a time, with
+    one worker running."""
     workers = start_workers(addr, 1, concurrency)
     samples = []
     try:
@@ -132,8 +133,9 @@ def round_trip(addr: str, n: int, concurrency: int) -> dict:
             for i in range(n + 20):
                 start = time.perf_counter()
                 task_id = client.submit("noop", i, queue="default")["id"]
-                while client.get(task_id)["status"] != "completed":
-                    pass  # a GET round trip is ~0.1 ms: polling resolution
+                # WAIT-TASK: the broker answers when it applies the ACK (no polling).
+                if client.wait(task_id, timeout=30)["status"] != "completed":
+                    raise RuntimeError(f"round trip: task {task_id} did not complete")
                 if i >= 20:  # warm-up
                     samples.append((time.perf_counter() - start) * 1000)
     finally:

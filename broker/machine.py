@@ -166,6 +166,7 @@ class StateMachine:
         self.store = store
         self.hints = RangeHints()
         self.woken: set[str] = set()  # queues that gained pending tasks in the last entry
+        self.finished: set[str] = set()  # tasks that reached a final status in it (WAIT-TASK)
         self.load()
         self._ops = {
             "submit": self._submit, "claim": self._claim, "ack": self._ack,
@@ -213,6 +214,7 @@ class StateMachine:
         if index <= self.applied_index:
             return [], None
         self.woken = set()
+        self.finished = set()
         overlay = Overlay(self.store, self.hints)
         self._overlay = overlay
         seq_before = self.seq
@@ -302,6 +304,8 @@ class StateMachine:
         task["_changed_ms"] = now
         task["updated_at"] = now / 1000.0
         self._index(task)
+        if new_status in FINISHED:
+            self.finished.add(task["id"])
         self.counters.move(task["queue"], old_status, new_status)
         self._overlay.put(keys.task(task["id"]), jsonutil.dumps(task))
 

@@ -19,11 +19,13 @@ from broker import validation as v
 from broker.auth import ADMIN, CANCEL, READ, SUBMIT, WORKER, Authenticator, Principal
 from broker.config import Config
 from broker.log.base import Log, NotLeader, Unavailable
-from broker.machine import STATUSES, TOTALS, Rejected, public
+from broker.machine import FINISHED, STATUSES, TOTALS, Rejected, public
 from broker.store import Store
+from broker.waiters import TaskWaiters, TooManyWaiters
 from taskqueue import errors, jsonutil
 
 MAX_FETCH = 1000
+MAX_WAIT_MS = 300_000  # the longest WAIT-TASK / ?wait= a caller may ask for
 MAX_LIST = 10000
 LIST_SCAN_BUDGET = 100_000
 
@@ -59,6 +61,8 @@ class Service:
         self.observer = None
         self.started_at = time.time()
         log.on_applied = self._wake
+        self.task_waiters = TaskWaiters()
+        log.on_finished = self.task_waiters.notify
 
     # -------------------------------------------------------------------- plumbing
 
@@ -261,6 +265,49 @@ class Service:
             raise ServiceError(errors.NOTFOUND, f"no task {task_id!r}")
         return public(task)
 
+    async def wait_task(self, principal: Principal, task_id: str, timeout_ms: int,
+                        owner=None) -> dict:
+        """The task once it is completed, dead or cancelled, or as it is when ``timeout_ms``
+        pass first (the caller reads ``status``).
+
+        Answered from this node's store, woken by this node's apply of the final transition
+        (broker/waiters.py): on a follower it waits for the follower's own apply, so it never
+        answers a result this node does not hold. A node that loses the cluster just times
+        out with the (true, unfinished) state it has; the wait never invents a result."""
+        self._require(principal, READ)
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not (
+                0 <= timeout_ms <= MAX_WAIT_MS):
+            raise ServiceError(errors.BADREQ, f"timeout_ms: expected 0-{MAX_WAIT_MS}")
+        task = self.get(principal, task_id)
+        if task["status"] in FINISHED or timeout_ms == 0:
+            return task
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_ms / 1000.0
+        while True:
+            try:
+                future = self.task_waiters.add(task_id, owner)
+            except TooManyWaiters as exc:
+                raise ServiceError(errors.BADREQ if exc.per_owner else errors.UNAVAILABLE,
+                                   str(exc)) from None
+            try:
+                # Re-read after registering: nothing can apply in between (both run on
+                # this loop), but a wake-up may have been for an earlier transition.
+                task = self.get(principal, task_id)
+                if task["status"] in FINISHED:
+                    return task
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return task
+                # A timer resolving the same future (cheaper than wait_for on the hot
+                # round trip): either the apply or the timeout wakes us, then we re-read.
+                timer = loop.call_later(remaining, _resolve, future)
+                try:
+                    await future
+                finally:
+                    timer.cancel()
+            finally:
+                self.task_waiters.discard(task_id, owner, future)
+
     def list_tasks(self, principal: Principal, args: dict) -> dict:
         self._require(principal, READ)
         status = args.get("status")
@@ -439,6 +486,11 @@ def _token(item: dict):
         raise v.Invalid(f"token: required, the fencing token FETCH returned with the job "
                         f"(a string of 1-{tokens.MAX_TOKEN_CHARS} characters)")
     return value
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _bulk_entry(result, success):

@@ -251,6 +251,11 @@ class _Commands:
     def get(self, id: str):
         return self._call("GET", {"id": id})
 
+    def wait(self, id: str, timeout: float = 30.0):
+        """The task once it is completed, dead or cancelled, or as it is after ``timeout``
+        seconds (check ``status``). The broker answers when it applies the completion."""
+        return self._call("WAIT-TASK", {"id": id, "timeout_ms": int(timeout * 1000)})
+
     def list_tasks(self, status: str | None = None, queue: str | None = None,
                    type: str | None = None, limit: int | None = None,
                    cursor: str | None = None):
@@ -340,7 +345,8 @@ class _Endpoint:
     def _reply_deadline(self, command: str, arg: Any) -> float | None:
         if self.reply_timeout is None:
             return None
-        extra = arg.get("timeout_ms", 2000) / 1000 if command == "FETCH" else 0.0
+        extra = (arg.get("timeout_ms", 2000) / 1000 if command == "FETCH"
+                 else arg.get("timeout_ms", 30000) / 1000 if command == "WAIT-TASK" else 0.0)
         return self.reply_timeout + extra
 
 

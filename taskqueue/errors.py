@@ -39,3 +39,11 @@ class BrokerError(TaskQueueError):
 
 class ConnectionLost(TaskQueueError):
     """The connection failed; a write in flight has an unknown outcome."""
+
+
+class TaskFailed(TaskQueueError):
+    """A waited-for task ended ``dead`` or ``cancelled``; ``task`` is its final state."""
+
+    def __init__(self, task: dict):
+        super().__init__(f"task {task.get('id')} is {task.get('status')}: {task.get('error')}")
+        self.task = task

@@ -304,3 +304,19 @@ def test_cluster_status_says_when_the_node_is_catching_up(caught_up):
         fake.stop()
     assert table.returncode == 0, table.stderr
     assert ("catching up with the leader" in table.stdout) is not caught_up
+
+
+def test_get_wait_blocks_until_the_task_finishes(broker, client):
+    task = client.submit("echo", None, queue="waited")
+    # Nobody works the queue: --wait answers the unfinished state after its timeout.
+    pending = admin(broker.addr, "get", task["id"], "--wait", "0.5", "--json")
+    assert pending.returncode == 0 and json.loads(pending.stdout)["status"] == "pending"
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "admin.cli", "--broker-addr", broker.addr, "get", task["id"],
+         "--wait", "60", "--json"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    with Client(broker.addr, identity={"worker_id": "w-wait", "queues": ["waited"]}) as w:
+        job = w.fetch(["waited"], timeout_ms=5000)[0]
+        time.sleep(1)  # tq-admin is connected and waiting by now (or finds it done)
+        w.ack(job["id"], job["token"], "done")
+    out, _ = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0 and json.loads(out)["result"] == "done"

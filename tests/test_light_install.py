@@ -8,6 +8,7 @@ orjson) are exercised end to end.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,6 +43,12 @@ def test_worker_and_admin_run_without_broker_dependencies(broker):
         try:
             done = wait_statuses(client, [task["id"]], timeout=20)[task["id"]]
             assert done["status"] == "completed" and done["result"] == {"light": True}
+            # Producer code: @task handler's .submit() and the handle's .wait().
+            env = dict(os.environ, TQ_BROKER_ADDR=broker.addr)
+            producer = light("tests.light_producer", env=env)
+            out, err = producer.communicate(timeout=60)
+            assert producer.returncode == 0, err
+            assert json.loads(out) == {"from": "producer"}
         finally:
             worker.terminate()
             out, err = worker.communicate(timeout=20)
@@ -51,7 +58,8 @@ def test_worker_and_admin_run_without_broker_dependencies(broker):
     admin = light("admin.cli", "--broker-addr", broker.addr, "list", "--status", "completed")
     out, err = admin.communicate(timeout=30)
     assert admin.returncode == 0, err
-    assert [t["id"] for t in json.loads(out)] == [task["id"]]
+    listed = [t["id"] for t in json.loads(out)]
+    assert task["id"] in listed and len(listed) == 2  # the echo task and the producer's
 
     # hash-key is the one admin command that needs bcrypt: a clear message, exit 2.
     hashing = light("admin.cli", "hash-key", "k")

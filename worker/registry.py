@@ -12,6 +12,12 @@ User code::
         job = current_job()    # id, attempts, queue... of the job being run
         ...
 
+Producer code enqueues through the same names (taskqueue/producer.py)::
+
+    taskqueue.configure("127.0.0.1:6379")        # or TQ_BROKER_ADDR
+    handle = resize.submit({"path": "a.png"}, priority=5)
+    result = handle.wait(timeout=30)
+
 A handler takes the task's JSON payload and returns a JSON-serialisable result; raising
 fails the attempt (the broker retries it with backoff until ``max_retries``). Modules are
 loaded by ``tq-worker --handlers my.module``; importing them is what registers the handlers.
@@ -117,15 +123,31 @@ REGISTRY = Registry()
 def task(name_or_fn: str | Callable | None = None, *, name: str | None = None):
     """Register a handler: ``@task``, ``@task("name")`` or ``@task(name="name")``."""
     if callable(name_or_fn):
-        REGISTRY.register(name_or_fn, name)
-        return name_or_fn
+        return _producible(name_or_fn, REGISTRY.register(name_or_fn, name).name)
     explicit = name_or_fn or name
 
     def decorate(fn: Callable) -> Callable:
-        REGISTRY.register(fn, explicit)
-        return fn
+        return _producible(fn, REGISTRY.register(fn, explicit).name)
 
     return decorate
+
+
+def _producible(fn: Callable, task_name: str) -> Callable:
+    """Give a handler its producer side: ``fn.submit(payload, **options)`` enqueues a task
+    of its name on the broker ``taskqueue.configure`` names and returns a TaskHandle
+    (taskqueue/producer.py). The function itself stays a plain function."""
+
+    def submit(payload: Any = None, **options: Any):
+        from taskqueue import producer  # light: standard library only
+
+        return producer.submit(task_name, payload, **options)
+
+    try:
+        fn.task_name = task_name
+        fn.submit = submit
+    except (AttributeError, TypeError):  # a callable without a __dict__ (a builtin)
+        pass
+    return fn
 
 
 def load_handler_modules(modules: list[str]) -> Registry:

@@ -89,6 +89,7 @@ class RespConnection(asyncio.Protocol):
         self.replies: deque = deque()
         self.unfinished = 0  # pending calls among the slots
         self.tasks_running = 0  # of which asyncio Tasks
+        self.open_waits = 0  # of which WAIT-TASKs: later reads need not wait for them
         self.flush_scheduled = False
 
     # ------------------------------------------------------------ asyncio.Protocol
@@ -162,7 +163,13 @@ class RespConnection(asyncio.Protocol):
         task = asyncio.ensure_future(result)
         self.tasks_running += 1
         task.add_done_callback(self._on_task_done)
+        if handler.overlaps:
+            self.open_waits += 1
+            task.add_done_callback(self._on_wait_done)
         return task
+
+    def _on_wait_done(self, _task) -> None:
+        self.open_waits -= 1
 
     def _on_task_done(self, task) -> None:
         if not task.cancelled():
@@ -242,7 +249,7 @@ class RespConnection(asyncio.Protocol):
             raw_size = len(request[1])
         else:
             arg, raw_size = None, 0
-        if handler.kind == READ and self.unfinished:
+        if handler.kind == READ and self.unfinished > self.open_waits:
             # Requests of one connection take effect in order: a read waits until every
             # earlier request's reply is ready, so it sees their writes (pipelined SUBMIT
             # then GET finds the task).
@@ -313,6 +320,11 @@ class RespConnection(asyncio.Protocol):
     def cmd_get(self, arg, size):
         return self.service.get(self.principal, v.task_id(arg))
 
+    def cmd_wait_task(self, arg, size):
+        arg = v.obj(arg)
+        return self.service.wait_task(self.principal, v.task_id(arg),
+                                      arg.get("timeout_ms", 30000), owner=self)
+
     def cmd_list(self, arg, size):
         return self.service.list_tasks(self.principal, v.obj(arg))
 
@@ -365,6 +377,9 @@ class Command(NamedTuple):
     arg: bool = True  # takes one JSON argument
     hello: bool = True  # needs HELLO first
     worker: bool = False  # needs a worker connection (HELLO with worker_id)
+    # A READ that may run for long (WAIT-TASK): it still waits for the connection's earlier
+    # requests, but later reads start beside it instead of after it.
+    overlaps: bool = False
 
 
 C = RespConnection
@@ -379,6 +394,7 @@ COMMANDS = {
     b"HEARTBEAT": Command(C.cmd_heartbeat, EAGER, worker=True),
     b"BYE": Command(C.cmd_bye, WRITE, arg=False, worker=True),
     b"GET": Command(C.cmd_get, READ),
+    b"WAIT-TASK": Command(C.cmd_wait_task, READ, overlaps=True),
     b"LIST": Command(C.cmd_list, READ),
     b"CANCEL": Command(C.cmd_cancel, WRITE),
     b"REQUEUE": Command(C.cmd_requeue, WRITE),

@@ -217,7 +217,17 @@ class RestServer:
         @app.get(f"{PREFIX}/tasks/<task_id:str>")
         async def get_task(request, task_id):
             principal = await self._principal(request)
-            return json_response(service.get(principal, v.task_id({"id": task_id})))
+            task_id = v.task_id({"id": task_id})
+            wait = request.args.get("wait")
+            if wait in (None, ""):
+                return json_response(service.get(principal, task_id))
+            # Long poll: answer when the task finishes or after ``wait`` seconds.
+            try:
+                timeout_ms = int(float(wait) * 1000)
+            except ValueError:
+                raise v.Invalid(f"wait: expected seconds, got {wait!r}") from None
+            return json_response(await service.wait_task(principal, task_id, timeout_ms,
+                                                         owner=("http", request.ip)))
 
         @app.post(f"{PREFIX}/tasks/<task_id:str>/cancel")
         async def cancel(request, task_id):

@@ -124,6 +124,14 @@ class TaskRef(_message.Message):
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
+class WaitRequest(_message.Message):
+    __slots__ = ("id", "timeout_secs")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    timeout_secs: float
+    def __init__(self, id: _Optional[str] = ..., timeout_secs: _Optional[float] = ...) -> None: ...
+
 class ListRequest(_message.Message):
     __slots__ = ("status", "queue", "type", "limit", "cursor")
     STATUS_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class TaskQueueStub:
                 request_serializer=taskqueue__pb2.TaskRef.SerializeToString,
                 response_deserializer=taskqueue__pb2.Task.FromString,
                 _registered_method=True)
+        self.Wait = channel.unary_unary(
+                '/tq.v1.TaskQueue/Wait',
+                request_serializer=taskqueue__pb2.WaitRequest.SerializeToString,
+                response_deserializer=taskqueue__pb2.Task.FromString,
+                _registered_method=True)
         self.List = channel.unary_unary(
                 '/tq.v1.TaskQueue/List',
                 request_serializer=taskqueue__pb2.ListRequest.SerializeToString,
@@ -118,6 +123,14 @@ class TaskQueueServicer:
 
     def Get(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Wait(self, request, context):
+        """Long unary call: answers when the task is completed, dead or cancelled, or with its
+        current state after timeout_secs (check status). Woken by the node's apply.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -198,6 +211,11 @@ def add_TaskQueueServicer_to_server(servicer, server):
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
                     request_deserializer=taskqueue__pb2.TaskRef.FromString,
+                    response_serializer=taskqueue__pb2.Task.SerializeToString,
+            ),
+            'Wait': grpc.unary_unary_rpc_method_handler(
+                    servicer.Wait,
+                    request_deserializer=taskqueue__pb2.WaitRequest.FromString,
                     response_serializer=taskqueue__pb2.Task.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
@@ -331,6 +349,33 @@ class TaskQueue:
             target,
             '/tq.v1.TaskQueue/Get',
             taskqueue__pb2.TaskRef.SerializeToString,
+            taskqueue__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Wait(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/Wait',
+            taskqueue__pb2.WaitRequest.SerializeToString,
             taskqueue__pb2.Task.FromString,
             options,
             channel_credentials,

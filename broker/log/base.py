@@ -53,6 +53,9 @@ class Log(abc.ABC):
         # Called on the event loop after each applied entry with the queues that gained
         # pending tasks, so blocked FETCHes can be woken.
         self.on_applied: Callable[[Iterable[str]], None] = lambda queues: None
+        # Called likewise with the ids of tasks that reached a final status (completed,
+        # dead, cancelled), so WAIT-TASK callers are answered by the apply, not by polling.
+        self.on_finished: Callable[[Iterable[str]], None] = lambda task_ids: None
 
     @abc.abstractmethod
     async def start(self) -> None: ...

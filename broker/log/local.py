@@ -108,7 +108,9 @@ class LocalLog(GroupCommitLog):
         self.progress_at = time.monotonic()
         try:
             self.on_applied(self.machine.woken)
-        except Exception:  # waking fetches is best effort; the results must go out
+            if self.machine.finished:
+                self.on_finished(self.machine.finished)
+        except Exception:  # waking fetches and waiters is best effort; results must go out
             log.exception("on_applied failed")
         for (_, sink, slot), result in zip(taken, results):
             deliver(sink, slot, result)

@@ -518,17 +518,20 @@ class RaftLog(GroupCommitLog):
             os._exit(70)
         self.view.publish()
         self.progress_at = time.monotonic()  # the watchdog's "the write path moves"
-        woken = machine.woken
-        if woken:
+        woken, finished = machine.woken, machine.finished
+        if woken or finished:
             try:
-                self._loop.call_soon_threadsafe(self._notify, woken)
+                self._loop.call_soon_threadsafe(self._notify, woken, finished)
             except RuntimeError:
                 pass
         return results
 
-    def _notify(self, woken) -> None:
+    def _notify(self, woken, finished) -> None:
         try:
-            self.on_applied(woken)
+            if woken:
+                self.on_applied(woken)
+            if finished:
+                self.on_finished(finished)
         except Exception:
             log.exception("on_applied failed")
 
