@@ -202,6 +202,38 @@ def test_lease_expiry_requeues_and_fences_the_old_worker(broker):
         assert final["status"] == "completed" and final["result"] == "on time"
 
 
+def test_another_worker_cannot_settle_a_lease_even_with_its_token(broker):
+    """Issue 10: ACK/FAIL settle only a lease held by the connection's own worker, and
+    tokens are not the guessable sequence number. The holder's ACK still lands."""
+    with Client(broker.addr, identity={"worker_id": "holder"}) as holder, \
+            Client(broker.addr, identity={"worker_id": "thief"}) as thief, \
+            Client(broker.addr) as producer:
+        first = producer.submit("echo", 1)
+        second = producer.submit("echo", 2)
+        [job] = holder.fetch(["default"], timeout_ms=1000)
+        [other] = holder.fetch(["default"], timeout_ms=1000)
+        assert {job["id"], other["id"]} == {first["id"], second["id"]}
+        # Two consecutive claims: the tokens share no guessable sequence.
+        assert isinstance(job["token"], str) and job["token"] != other["token"]
+        assert job["token"].split("-")[1] != other["token"].split("-")[1]
+        # The real token, shown by another worker, settles nothing.
+        with pytest.raises(BrokerError) as err:
+            thief.ack(job["id"], job["token"], "forged")
+        assert err.value.code == "LEASELOST"
+        with pytest.raises(BrokerError) as err:
+            thief.fail(job["id"], job["token"], "forged")
+        assert err.value.code == "LEASELOST"
+        # Guessing: one bulk ACK with 1,000 integer and sequence-shaped tokens.
+        guesses = [{"id": job["id"], "token": t, "result": "forged"} for t in range(500)]
+        guesses += [{"id": job["id"], "token": f"{n}-0"} for n in range(500)]
+        replies = thief.ack_many(guesses)
+        assert all(r != "OK" for r in replies)
+        assert producer.get(job["id"])["status"] == "running"
+        holder.ack(job["id"], job["token"], "real")
+        final = producer.get(job["id"])
+        assert final["status"] == "completed" and final["result"] == "real"
+
+
 def test_snapshot_is_a_database_a_broker_can_start_from(broker, broker_factory, tmp_path):
     with Client(broker.addr) as client:
         ids = [client.submit("echo", i)["id"] for i in range(10)]
