@@ -228,8 +228,8 @@ def test_replayed_entry_is_skipped(h):
 def test_a_failing_command_is_rolled_back_alone(h, monkeypatch):
     original = h.machine._ops["cancel"]
 
-    def broken(now, task_id):
-        original(now, task_id)  # writes, then blows up: must leave no trace
+    def broken(machine, now, task_id):
+        original(machine, now, task_id)  # writes, then blows up: must leave no trace
         raise RuntimeError("bug")
 
     h.apply(["submit", 0, spec("a"), LIMIT])
