@@ -94,7 +94,15 @@ def run_restore(config: cfg.Config, backup: str) -> int:
     return 0
 
 
+# What the broker creates (RocksDB files, the Raft journal, snapshots, backups) holds task
+# payloads and results in clear: nobody but the broker's user and group may read it, whatever
+# umask the broker was started under (a shell's 022 would make it world-readable). Group read
+# stays: the Ansible roles give the backup tooling the broker's group on purpose.
+PRIVATE_UMASK = 0o027
+
+
 def main(argv=None) -> int:
+    os.umask(PRIVATE_UMASK)
     args = parse_args(argv)
     if args.check_config:
         try:

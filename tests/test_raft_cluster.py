@@ -6,6 +6,7 @@ The long fault rounds live in tests/fault/ (marked slow); this file is the quick
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from broker.log.raft_engine import HmacAuthenticator, query_status
 from taskqueue.client import Client
 from taskqueue.errors import BrokerError, ConnectionLost
 from tests.fault.cluster import SECRET, Cluster
+from tests.test_file_modes import world_accessible
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +47,10 @@ def test_replication_forwarding_status_and_auth(cluster):
     assert index > 0
     digests = {cluster.task_digest(i) for i in range(3)}
     assert len(digests) == 1
+    # the Raft journal holds the payloads in clear: never readable by other users
+    for node in cluster.nodes:
+        data = Path(node.config["persistence"]["data_dir"])
+        assert world_accessible(data.with_name(data.name + ".raft")) == []
     for i in range(3):
         with cluster.client(i) as c:
             assert c.queues()["q"]["pending"] == 201
