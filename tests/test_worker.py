@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -310,3 +311,46 @@ def test_second_signal_skips_the_rest_of_the_grace_period(client, start_worker):
     assert worker.wait(15) == 0
     assert time.monotonic() - started < 5
     assert client.get(job["id"])["error"].startswith("WorkerShutdown")
+
+
+APP_TASKS = '''
+from worker import task
+
+
+@task("myapp.double")
+def double(payload):
+    return payload * 2
+'''
+
+
+@pytest.mark.parametrize("pool, from_app_dir", [("process", True), ("thread", False)])
+def test_handlers_import_from_the_current_directory_like_celery_and_rq(broker, client,
+                                                                         tmp_path, pool,
+                                                                         from_app_dir):
+    """``tq-worker --handlers myapp.tasks`` run beside ``myapp/`` (or elsewhere with
+    ``--app-dir``) imports it; process-pool children too."""
+    app = tmp_path / "project"
+    (app / "myapp").mkdir(parents=True)
+    (app / "myapp" / "__init__.py").write_text("")
+    (app / "myapp" / "tasks.py").write_text(APP_TASKS)
+    # the installed command, as users run it (``python -m`` would put the cwd on sys.path)
+    argv = [str(Path(sys.executable).parent / "tq-worker"), "--broker-addr", broker.addr,
+            "--handlers", "myapp.tasks", "--pool", pool, "--concurrency", "1"]
+    if not from_app_dir:
+        argv += ["--app-dir", str(app)]
+    proc = subprocess.Popen(argv, cwd=app if from_app_dir else tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        task_id = client.submit("myapp.double", 21)["id"]
+        assert wait_statuses(client, [task_id], timeout=30)[task_id]["result"] == 42
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_missing_handler_module_names_where_it_looked_and_app_dir(tmp_path):
+    tq_worker = str(Path(sys.executable).parent / "tq-worker")
+    result = subprocess.run([tq_worker, "--handlers", "myapp.tasks"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert str(tmp_path) in result.stderr and "--app-dir" in result.stderr, result.stderr

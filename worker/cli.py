@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--handlers", action="append", metavar="MODULE",
                         help="module whose @task handlers to load; repeatable "
                              "(default worker.examples)")
+    parser.add_argument("--app-dir", "-C", default=".", metavar="DIR",
+                        help="directory the --handlers modules are imported from, as celery "
+                             "and rq do (default: the current directory)")
     parser.add_argument("--queues", default="default",
                         help="comma-separated queues, tried in this order (default %(default)s)")
     parser.add_argument("--pool", choices=("thread", "process", "async"), default="thread",
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     modules = args.handlers or ["worker.examples"]
     try:
-        registry = load_handler_modules(modules)
+        registry = load_handler_modules(modules, app_dir=args.app_dir)
         api_key = read_api_key(args)
         ssl_context = client_context_from_paths(args.tls_ca, args.tls_cert, args.tls_key,
                                                 args.tls_server_name)

@@ -28,6 +28,8 @@ from __future__ import annotations
 import contextvars
 import importlib
 import inspect
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -150,8 +152,28 @@ def _producible(fn: Callable, task_name: str) -> Callable:
     return fn
 
 
-def load_handler_modules(modules: list[str]) -> Registry:
-    """Import the handler modules (which registers their handlers) and return the registry."""
+def load_handler_modules(modules: list[str], app_dir: str | None = None) -> Registry:
+    """Import the handler modules (which registers their handlers) and return the registry.
+
+    ``app_dir`` (tq-worker's --app-dir, default the current directory) goes first on
+    ``sys.path``, so ``tq-worker --handlers myapp.tasks`` run beside ``myapp/`` finds it,
+    as celery and rq do. Process-pool children inherit ``sys.path`` from this process.
+    """
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if not os.path.isdir(path):
+            raise ImportError(f"--app-dir {app_dir}: no such directory")
+        if path not in sys.path:
+            sys.path.insert(0, path)
     for module in modules:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.split(".")[0] == exc.name.split(".")[0]:
+                where = os.path.abspath(app_dir) if app_dir is not None else os.getcwd()
+                raise ImportError(
+                    f"cannot import handler module {module!r}: {exc} (looked in {where} and "
+                    "the installed packages; run tq-worker from the directory that holds "
+                    "it, or pass --app-dir DIR)") from exc
+            raise
     return REGISTRY
