@@ -124,7 +124,7 @@ class RestServer:
     # ---------------------------------------------------------------- plumbing
 
     async def _principal(self, request):
-        return await self.auth.authenticate(api_key_of(request))
+        return await self.auth.authenticate(api_key_of(request), request.ip)
 
     @staticmethod
     def _body(request):
