@@ -30,6 +30,9 @@ from taskqueue import resp
 
 log = logging.getLogger("tq.resp")
 
+# What a human may type into telnet; everything else comes as a RESP array.
+INLINE_COMMANDS = frozenset({b"PING", b"QUIT"})
+
 
 def _encode(result) -> bytes:
     if result is None:
@@ -174,6 +177,11 @@ class RespConnection(asyncio.Protocol):
             if request is None:
                 break
             progressed = True
+            if parser.last_inline and request[0].upper() not in INLINE_COMMANDS:
+                self._reply_now(resp.encode_error(
+                    errors.BADREQ, "only PING and QUIT are accepted inline: send commands "
+                    "as RESP arrays"))
+                continue
             self._dispatch(request)
             if self.closing or self.close_when_flushed:
                 break
