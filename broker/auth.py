@@ -56,8 +56,8 @@ class AuthError(Exception):
 
 class Authenticator:
     def __init__(self, enabled: bool, api_keys: list[dict], workers: int = 1, *,
-                 max_pending: int = 64, failed_delay: float = 0.5,
-                 failed_max_delay: float = 8.0):
+                 max_pending: int = 64, failed_delay: float = 0.25,
+                 failed_max_delay: float = 4.0):
         self.enabled = enabled
         self._keys = [(k["key_hash"].encode(), Principal(k["name"], frozenset(k["permissions"])))
                       for k in api_keys]
@@ -84,6 +84,8 @@ class Authenticator:
         digest = hashlib.sha256(raw).digest()
         cached = self._cache.get(digest)
         if cached is not None:
+            if gate.failures:  # a right key forgets its address's failures
+                gate.failures.succeeded(peer or "?")
             return cached
         if len(raw) > BCRYPT_MAX_KEY_BYTES:
             # bcrypt cannot check it: no configured hash can match such a key.

@@ -146,10 +146,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                          "(first use of a key, or a wrong key) on this "
                                          "node; beyond, a new one is answered UNAVAILABLE.",
                                          1, 100000),
-        "failed_attempt_delay_secs": Key("float", 0.5, "After a wrong key from an address, "
+        "failed_attempt_delay_secs": Key("float", 0.25, "After a wrong key from an address, "
                                          "its next check waits this long, doubling with "
                                          "each further failure (0 disables).", 0, 60),
-        "failed_attempt_max_delay_secs": Key("float", 8.0, "Cap of that per-address delay.",
+        "failed_attempt_max_delay_secs": Key("float", 4.0, "Cap of that per-address delay.",
                                              0, 600),
     },
     "monitoring": {

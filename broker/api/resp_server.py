@@ -158,7 +158,7 @@ class RespConnection(asyncio.Protocol):
             self._process()
 
     def _may_dispatch(self) -> bool:
-        return not (self.hello_in_flight or self.write_paused
+        return not (self.hello_in_flight or self.write_paused or self.close_when_flushed
                     or len(self.replies) >= self.server.max_inflight)
 
     def _process(self) -> None:
@@ -166,7 +166,11 @@ class RespConnection(asyncio.Protocol):
         parser = self.parser
         high = self.server.reply_buffer_bytes
         progressed = False
-        while self._may_dispatch():
+        while True:
+            if self.unflushed >= high or len(self.replies) >= self.server.max_inflight:
+                self._flush()  # answered slots leave the FIFO; may pause writing
+            if not self._may_dispatch():
+                break
             try:
                 request = parser.get()
             except resp.ProtocolError as exc:
@@ -185,8 +189,6 @@ class RespConnection(asyncio.Protocol):
             self._dispatch(request)
             if self.closing or self.close_when_flushed:
                 break
-            if self.unflushed >= high:
-                self._flush()  # may pause writing, which stops this loop
         self._flush()
         if self.closing:
             return

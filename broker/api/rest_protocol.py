@@ -48,7 +48,15 @@ def bounded_protocol(request_timeout: float) -> type[HttpProtocol]:
                     f"request not received whole within {request_timeout:g}s "
                     "(broker.request_timeout_secs)")
                 self._task.cancel()
+                # Sanic answers 408 on the cancelled task but may go on waiting for the rest
+                # of the body: the connection ends shortly after, whatever it does.
+                self.loop.call_later(0.5, self._abort)
                 return
             super().check_timeouts()
+
+        def _abort(self):
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
 
     return BoundedHttpProtocol
