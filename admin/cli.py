@@ -261,6 +261,10 @@ def cmd_hash_key(args):
     key = args.key if args.key is not None else sys.stdin.readline().rstrip("\n")
     if not key:
         raise UsageError("empty key")
+    if len(key.encode()) > 72:
+        # bcrypt looks at 72 bytes at most: a longer key could never log in.
+        raise UsageError(f"the key is {len(key.encode())} bytes; API keys are at most 72 "
+                         "bytes (bcrypt's limit): openssl rand -base64 32 makes a 44-byte one")
     hashed = bcrypt.hashpw(key.encode(), bcrypt.gensalt(rounds=args.rounds)).decode()
     return {"key_hash": hashed}
 

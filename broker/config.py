@@ -65,7 +65,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "port": Key("int", 6379, "Worker/client TCP protocol port.", 1, 65535),
         "advertise_host": Key("str", "", "Address other nodes and clients use to reach this "
                               "broker (default: host, or 127.0.0.1 when host is 0.0.0.0)."),
-        "max_connections": Key("int", 1000, "Concurrent TCP protocol connections allowed.", 1),
+        "max_connections": Key("int", 1000, "Concurrent TCP protocol connections that "
+                               "completed HELLO (connections still in their handshake are "
+                               "counted by max_unauthenticated_connections).", 1),
+        "max_unauthenticated_connections": Key("int", 256, "Protocol connections that have "
+                                               "not sent HELLO yet; when one more arrives, "
+                                               "the oldest of them is closed (MAXCONN).", 1),
+        "handshake_timeout_secs": Key("float", 5.0, "A protocol connection that has not "
+                                      "sent HELLO (and finished its TLS handshake) within "
+                                      "this is closed.", 0.1, 3600),
+        "request_timeout_secs": Key("float", 30.0, "One request (a protocol frame; a REST "
+                                    "request's header and body) must arrive whole within "
+                                    "this from its first byte, or the connection is "
+                                    "closed (slow senders).", 0.1, 3600),
+        "max_inflight_requests": Key("int", 1024, "Requests one protocol connection may "
+                                     "have unanswered; beyond, the broker stops reading "
+                                     "from it until replies are out.", 1, 1000000),
+        "reply_buffer_bytes": Key("size", "1MB", "Replies buffered for one connection "
+                                  "that does not read them; beyond, the broker stops "
+                                  "reading its requests (one reply can exceed it).", 4096),
         "queue_depth_threshold": Key("int", 100000, "Tasks waiting in one queue (scheduled, "
                                      "pending, failed) beyond which submits get QUEUEFULL.", 1),
         "max_payload_bytes": Key("size", "1MB", "Largest JSON-encoded task payload.", 1),
@@ -124,6 +142,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "enabled": Key("bool", False, "Require an API key on every port."),
         "api_keys": Key("api_keys", [], "List of {key_hash: bcrypt hash, permissions: [...], "
                         "name: optional label}."),
+        "max_pending_verifications": Key("int", 64, "API keys waiting for a bcrypt check "
+                                         "(first use of a key, or a wrong key) on this "
+                                         "node; beyond, a new one is answered UNAVAILABLE.",
+                                         1, 100000),
+        "failed_attempt_delay_secs": Key("float", 0.25, "After a wrong key from an address, "
+                                         "its next check waits this long, doubling with "
+                                         "each further failure (0 disables).", 0, 60),
+        "failed_attempt_max_delay_secs": Key("float", 4.0, "Cap of that per-address delay.",
+                                             0, 600),
     },
     "monitoring": {
         "prometheus_port": Key("int", 9091, "Prometheus metrics port (0 disables).",

@@ -63,16 +63,26 @@ class Broker:
             self.store.close()
             raise
         self.log = build_log(config, self.machine, self.store)
-        self.auth = Authenticator(config.auth.enabled, config.auth.api_keys)
+        a = config.auth
+        self.auth = Authenticator(a.enabled, a.api_keys,
+                                  max_pending=a.max_pending_verifications,
+                                  failed_delay=a.failed_attempt_delay_secs,
+                                  failed_max_delay=a.failed_attempt_max_delay_secs)
         self.service = Service(config, self.store, self.log, self.auth)
         await self.log.start()
         self.sweeper = Sweeper(self.service)
         self.sweeper.start()
         self.ssl = self._server_ssl()
         host = config.broker.host
+        b = config.broker
         self.resp = RespServer(self.service, self.auth,
-                               max_connections=config.broker.max_connections,
-                               max_frame_bytes=config.broker.max_frame_bytes)
+                               max_connections=b.max_connections,
+                               max_frame_bytes=b.max_frame_bytes,
+                               max_unauthenticated=b.max_unauthenticated_connections,
+                               handshake_timeout=b.handshake_timeout_secs,
+                               request_timeout=b.request_timeout_secs,
+                               max_inflight=b.max_inflight_requests,
+                               reply_buffer_bytes=b.reply_buffer_bytes)
         await self.resp.start(host, config.broker.port, ssl=self.ssl)
         self.listeners.append(self.resp)
         await self._start_optional_apis()

@@ -53,12 +53,15 @@ class RequestParser:
     malformed or oversized input.
     """
 
-    __slots__ = ("_buf", "_pos", "max_bulk_bytes", "max_elements")
+    __slots__ = ("_buf", "_pos", "max_bulk_bytes", "max_elements", "last_inline")
 
     def __init__(self, max_bulk_bytes: int = DEFAULT_MAX_BULK_BYTES,
                  max_elements: int = MAX_ARRAY_ELEMENTS):
         self._buf = bytearray()
         self._pos = 0
+        # Whether the request get() returned last was an inline command (the broker takes
+        # only PING and QUIT inline, docs/protocol.md).
+        self.last_inline = False
         self.max_bulk_bytes = max_bulk_bytes
         self.max_elements = max_elements
 
@@ -97,6 +100,7 @@ class RequestParser:
             return None
         if buf[pos] != 0x2A:  # not '*': an inline command
             return self._get_inline(pos)
+        self.last_inline = False
         head = self._line(pos + 1, MAX_HEADER_BYTES)
         if head is None:
             return None
@@ -144,6 +148,7 @@ class RequestParser:
             words = bytes(buf[pos:end]).strip().split()
             self._pos = pos = end + 1
             if words:
+                self.last_inline = True
                 return words
             if pos >= len(buf):
                 return None

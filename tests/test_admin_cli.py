@@ -140,6 +140,10 @@ def test_hash_key_is_a_bcrypt_hash_of_the_key():
     assert hashed.startswith("$2") and bcrypt.checkpw(b"s3cret", hashed.encode())
     from_stdin = admin(None, "hash-key", "--rounds", "4", stdin="piped\n")
     assert bcrypt.checkpw(b"piped", from_stdin.stdout.strip().encode())
+    # bcrypt looks at 72 bytes at most: a longer key could never log in, so it is refused.
+    too_long = admin(None, "hash-key", "k" * 73, "--rounds", "4")
+    assert too_long.returncode != 0 and "72" in too_long.stderr
+    assert admin(None, "hash-key", "k" * 72, "--rounds", "4").returncode == 0
 
 
 def test_api_key_from_environment(broker_factory):

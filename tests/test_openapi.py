@@ -46,7 +46,10 @@ pytestmark = pytest.mark.skipif(st_command() is None, reason="schemathesis is no
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     proc = module_broker(tmp_path_factory, "openapi",
-                         {"auth": {"enabled": True, "api_keys": key_entries()}})
+                         # The fuzzer sends wrong keys on purpose, all from one address:
+                         # no per-address slowdown (tests/test_conn_limits.py covers it).
+                         {"auth": {"enabled": True, "api_keys": key_entries(),
+                                   "failed_attempt_delay_secs": 0}})
     yield proc
     proc.stop()
 

@@ -250,3 +250,10 @@ def test_error_reply_cannot_break_framing():
 def test_reply_arrays():
     data = b"*2\r\n$2\r\nhi\r\n:3\r\n*-1\r\n"
     assert parse_replies(data, 1) == [[b"hi", 3], None]
+
+
+def test_the_parser_says_which_requests_were_inline():
+    parser = RequestParser()
+    parser.feed(b"PING\r\n" + encode_request("PING"))
+    assert parser.get() == [b"PING"] and parser.last_inline
+    assert parser.get() == [b"PING"] and not parser.last_inline

@@ -117,6 +117,18 @@ def test_bad_bodies_get_400_never_500(http, body, code):
     assert error_of(r) == "BADREQ"
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "application/jsonx"])
+def test_a_body_not_declared_json_gets_415(http, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    r = http.post("/api/v1/tasks", content=b'{"type": "x"}', headers=headers)
+    assert r.status_code == 415, r.text
+    assert error_of(r) == "BADREQ"
+    ok = http.post("/api/v1/tasks", content=b'{"type": "x"}',
+                   headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 201, ok.text
+
+
 def test_oversize_body_gets_413(http):
     r = http.post("/api/v1/tasks", json={"type": "x", "payload": "a" * 10000})
     assert r.status_code == 413

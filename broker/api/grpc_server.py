@@ -174,6 +174,18 @@ def api_key_of(context) -> str | None:
     return key
 
 
+def peer_host(context) -> str | None:
+    """The caller's address without its port ("ipv4:10.0.0.5:41234" -> "10.0.0.5"):
+    wrong keys are throttled per address (broker/auth_throttle.py)."""
+    try:
+        peer = context.peer() or ""
+    except Exception:
+        return None
+    kind, _, rest = peer.partition(":")
+    host = rest.rpartition(":")[0] if kind in ("ipv4", "ipv6") else rest
+    return host.strip("[]") or None
+
+
 # ---------------------------------------------------------------------------- servicer
 
 class TaskQueueServicer(pb_grpc.TaskQueueServicer):
@@ -184,7 +196,7 @@ class TaskQueueServicer(pb_grpc.TaskQueueServicer):
     async def _run(self, context, call):
         """Authenticate, run ``call(principal)`` (sync or async), map errors to statuses."""
         try:
-            principal = await self.auth.authenticate(api_key_of(context))
+            principal = await self.auth.authenticate(api_key_of(context), peer_host(context))
             result = call(principal)
             if hasattr(result, "__await__"):
                 result = await result

@@ -26,11 +26,16 @@ from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from broker.api.conn_guard import (HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT,
+                                   UNAUTHENTICATED_LIMIT)
 from broker.api.health import write_stalled
+from broker.auth_throttle import BUSY, INVALID, MISSING, TOO_LONG
 from broker.machine import STATUSES
 
 log = logging.getLogger("tq.metrics")
 
+CLOSE_REASONS = (HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT, UNAUTHENTICATED_LIMIT, MAX_CONNECTIONS)
+AUTH_FAILURE_REASONS = (INVALID, MISSING, TOO_LONG, BUSY)
 ROLES = ("leader", "follower", "candidate", "single", "unknown")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
                    300, 600, 1800, 3600, float("inf"))
@@ -96,6 +101,12 @@ class BrokerCollector:
         view["resp_connections"] = len(resp.connections) if resp else 0
         view["resp_worker_connections"] = resp.worker_connections() if resp else 0
         view["resp_accepted"] = resp.total_accepted if resp else 0
+        guard = getattr(resp, "guard", None)
+        view["resp_unauthenticated"] = len(guard.unauthenticated) if guard else 0
+        view["resp_closed"] = dict(guard.closed) if guard else {}
+        view["resp_reading_paused"] = resp.reading_paused() if resp else 0
+        auth = getattr(broker, "auth", None)
+        view["auth_failures"] = auth.failure_counts if auth is not None else {}
         rest = getattr(broker, "rest_api", None)
         view["rest_connections"] = (len(rest.server.connections)
                                     if rest is not None and rest.server is not None else None)
@@ -173,6 +184,28 @@ class BrokerCollector:
         yield CounterMetricFamily("tq_resp_connections_accepted", "Worker protocol "
                                   "connections accepted since start.",
                                   value=view["resp_accepted"])
+        yield GaugeMetricFamily("tq_resp_unauthenticated_connections", "Worker protocol "
+                                "connections that have not completed HELLO (limit "
+                                "broker.max_unauthenticated_connections).",
+                                value=view.get("resp_unauthenticated", 0))
+        yield GaugeMetricFamily("tq_resp_reading_paused_connections", "Worker protocol "
+                                "connections the broker stopped reading (flow control: "
+                                "unread replies or requests in flight above their limits).",
+                                value=view.get("resp_reading_paused", 0))
+        c = CounterMetricFamily("tq_resp_connections_closed", "Worker protocol connections "
+                                "the broker closed on a limit.", labels=["reason"])
+        closed = view.get("resp_closed", {})
+        for reason in CLOSE_REASONS:
+            c.add_metric([reason], closed.get(reason, 0))
+        yield c
+        c = CounterMetricFamily("tq_auth_failures", "Failed API key authentications on "
+                                "this node, every port (busy: refused because "
+                                "auth.max_pending_verifications checks were waiting).",
+                                labels=["reason"])
+        failures = view.get("auth_failures", {})
+        for reason in AUTH_FAILURE_REASONS:
+            c.add_metric([reason], failures.get(reason, 0))
+        yield c
         yield GaugeMetricFamily("tq_uptime_seconds", "Seconds since this broker started.",
                                 value=view["uptime"])
 

@@ -5,6 +5,13 @@ with the shared codec and dispatched *as they arrive*: each becomes a service ca
 concurrently, so a worker that pipelines fifty ACKs gets them into one group commit instead
 of fifty. Replies are still written strictly in request order (RESP has no request ids):
 each request reserves a slot in a FIFO and the head of the FIFO is flushed as it completes.
+
+Flow control: the broker stops reading a connection (``pause_reading``) while it owes
+``broker.max_inflight_requests`` replies, while a HELLO is being checked (one at a time per
+connection), or while its unread replies exceed ``broker.reply_buffer_bytes`` (the
+transport's high-water mark: ``pause_writing``). Requests already read but not yet run wait
+in the parser until the connection may go on. Handshake and slow-sender limits are in
+conn_guard.py.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections import deque
 from typing import Callable, NamedTuple
 
 from broker import validation as v
+from broker.api.conn_guard import ConnGuard
 from broker.auth import AuthError, Authenticator, Principal
 from broker.service import Service, ServiceError
 from taskqueue import errors, jsonutil
@@ -22,8 +30,8 @@ from taskqueue import resp
 
 log = logging.getLogger("tq.resp")
 
-# How many replies a connection may owe before we stop reading from it (backpressure).
-MAX_IN_FLIGHT = 4096
+# What a human may type into telnet; everything else comes as a RESP array.
+INLINE_COMMANDS = frozenset({b"PING", b"QUIT"})
 
 
 def _encode(result) -> bytes:
@@ -47,21 +55,35 @@ class RespServer:
     """Owns the listening socket and the set of open connections."""
 
     def __init__(self, service: Service, auth: Authenticator, *, max_connections: int,
-                 max_frame_bytes: int):
+                 max_frame_bytes: int, max_unauthenticated: int = 256,
+                 handshake_timeout: float = 5.0, request_timeout: float = 30.0,
+                 max_inflight: int = 1024, reply_buffer_bytes: int = 1 << 20):
         self.service = service
         self.auth = auth
         self.max_connections = max_connections
         self.max_frame_bytes = max_frame_bytes
+        self.max_inflight = max_inflight
+        self.reply_buffer_bytes = reply_buffer_bytes
+        self.handshake_timeout = handshake_timeout
+        self.guard = ConnGuard(max_connections=max_connections,
+                               max_unauthenticated=max_unauthenticated,
+                               handshake_timeout=handshake_timeout,
+                               request_timeout=request_timeout)
         self.connections: set[RespConnection] = set()
         self.server: asyncio.AbstractServer | None = None
         self.total_accepted = 0
 
     async def start(self, host: str, port: int, ssl=None) -> None:
         loop = asyncio.get_running_loop()
+        # A TLS handshake is part of the handshake: same bound.
+        extra = {"ssl_handshake_timeout": self.handshake_timeout} if ssl else {}
         self.server = await loop.create_server(lambda: RespConnection(self), host, port,
-                                               ssl=ssl, backlog=1024, reuse_address=True)
+                                               ssl=ssl, backlog=1024, reuse_address=True,
+                                               **extra)
+        self.guard.start()
 
     async def stop(self) -> None:
+        await self.guard.stop()
         if self.server:
             self.server.close()
         for conn in list(self.connections):
@@ -71,6 +93,10 @@ class RespServer:
 
     def worker_connections(self) -> int:
         return sum(1 for c in self.connections if c.worker_id)
+
+    def reading_paused(self) -> int:
+        """Connections the broker stopped reading (flow control), for the metrics."""
+        return sum(1 for c in self.connections if c.reading_paused)
 
 
 class RespConnection(asyncio.Protocol):
@@ -83,7 +109,11 @@ class RespConnection(asyncio.Protocol):
         self.worker_id: str | None = None
         self.closing = False
         self.close_when_flushed = False
-        self.paused = False
+        self.reading_paused = False  # we called transport.pause_reading()
+        self.write_paused = False  # the transport's buffer is above reply_buffer_bytes
+        self.hello_in_flight = False  # a HELLO is being checked: nothing else runs
+        self.partial_since: float | None = None  # a request began arriving (conn_guard)
+        self.unflushed = 0  # bytes of ready replies not yet written
         # Reply slots in request order: bytes, or a pending call (asyncio Task, EagerCall,
         # DeferredRead) that _flush encodes once it is done.
         self.replies: deque = deque()
@@ -97,17 +127,15 @@ class RespConnection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.server.total_accepted += 1
-        if len(self.server.connections) >= self.server.max_connections:
-            transport.write(resp.encode_error(errors.MAXCONN, "too many connections "
-                                              "(broker.max_connections)"))
-            transport.close()
-            self.closing = True
-            return
+        high = self.server.reply_buffer_bytes
+        transport.set_write_buffer_limits(high=high, low=high // 4)
         self.server.connections.add(self)
+        self.server.guard.admit(self)
 
     def connection_lost(self, exc) -> None:
         self.closing = True
         self.server.connections.discard(self)
+        self.server.guard.forget(self)
         for slot in self.replies:
             if not isinstance(slot, bytes):
                 slot.cancel()
@@ -117,9 +145,34 @@ class RespConnection(asyncio.Protocol):
         if self.closing:
             return
         self.parser.feed(data)
+        self._process()
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies as fast as it sends requests.
+        self.write_paused = True
+        self._set_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.closing:
+            self._process()
+
+    def _may_dispatch(self) -> bool:
+        return not (self.hello_in_flight or self.write_paused or self.close_when_flushed
+                    or len(self.replies) >= self.server.max_inflight)
+
+    def _process(self) -> None:
+        """Run the complete requests buffered while the connection may go on, then flush."""
+        parser = self.parser
+        high = self.server.reply_buffer_bytes
+        progressed = False
         while True:
+            if self.unflushed >= high or len(self.replies) >= self.server.max_inflight:
+                self._flush()  # answered slots leave the FIFO; may pause writing
+            if not self._may_dispatch():
+                break
             try:
-                request = self.parser.get()
+                request = parser.get()
             except resp.ProtocolError as exc:
                 self._reply_now(resp.encode_error(exc.code, str(exc)))
                 self._flush()
@@ -127,23 +180,63 @@ class RespConnection(asyncio.Protocol):
                 return
             if request is None:
                 break
+            progressed = True
+            if parser.last_inline and request[0].upper() not in INLINE_COMMANDS:
+                self._reply_now(resp.encode_error(
+                    errors.BADREQ, "only PING and QUIT are accepted inline: send commands "
+                    "as RESP arrays"))
+                continue
             self._dispatch(request)
             if self.closing or self.close_when_flushed:
                 break
         self._flush()
-        if len(self.replies) > MAX_IN_FLIGHT and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        if self.closing:
+            return
+        self._set_reading()
+        # Slow-sender clock (conn_guard): runs while part of a request waits and we read.
+        if parser.buffered() and not self.reading_paused:
+            if progressed or self.partial_since is None:
+                self.partial_since = asyncio.get_running_loop().time()
+        else:
+            self.partial_since = None
+
+    def _set_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        stop = not self._may_dispatch()
+        if stop and not self.reading_paused:
+            self.reading_paused = True
+            self.partial_since = None
+            transport.pause_reading()
+        elif not stop and self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
 
     def close(self) -> None:
         self.closing = True
         if self.transport is not None:
             self.transport.close()
 
+    def drop(self, code: str, message: str) -> None:
+        """Close the connection on the broker's own initiative, telling the client why."""
+        if self.closing:
+            return
+        self.closing = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.write_paused:
+            transport.abort()  # it does not read: do not wait for its buffer to drain
+            return
+        transport.write(resp.encode_error(code, message))
+        transport.close()
+
     # ---------------------------------------------------------------- replies
 
     def _reply_now(self, data: bytes) -> None:
         self.replies.append(data)
+        self.unflushed += len(data)
 
     def _start(self, handler: "Command", arg, raw_size: int):
         """Run one command; return its reply slot: bytes, or a pending call."""
@@ -188,16 +281,26 @@ class RespConnection(asyncio.Protocol):
     def _scheduled_flush(self) -> None:
         self.flush_scheduled = False
         if not self.closing:
-            self._flush()
+            self._process()  # flushes, and goes on with requests it had to hold back
 
     def _flush(self) -> None:
         out = []
+        size = 0
+        high = self.server.reply_buffer_bytes
         replies = self.replies
         while replies:
             head = replies[0]
             if isinstance(head, bytes):
                 out.append(head)
+                size += len(head)
             elif isinstance(head, DeferredRead):
+                if size >= high:
+                    # Hand the replies so far to the transport before making more; if the
+                    # client is not reading them, run this read once it has caught up.
+                    self._write(out)
+                    out, size = [], 0
+                if self.write_paused:
+                    break
                 # Everything before it is answered: run it now, in its place.
                 self.unfinished -= 1
                 replies[0] = self._start(head.handler, head.arg, head.raw_size)
@@ -211,13 +314,14 @@ class RespConnection(asyncio.Protocol):
             else:
                 break
             replies.popleft()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+        self._write(out)
+        self.unflushed = 0
         if self.close_when_flushed and not replies:
             self.close()
-        elif self.paused and len(replies) < MAX_IN_FLIGHT // 2:
-            self.paused = False
-            self.transport.resume_reading()
+
+    def _write(self, out: list) -> None:
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     # --------------------------------------------------------------- dispatch
 
@@ -256,7 +360,10 @@ class RespConnection(asyncio.Protocol):
             self.replies.append(DeferredRead(handler, arg, raw_size))
             self.unfinished += 1
             return
-        self.replies.append(self._start(handler, arg, raw_size))
+        slot = self._start(handler, arg, raw_size)
+        self.replies.append(slot)
+        if isinstance(slot, bytes):
+            self.unflushed += len(slot)
 
     # ----------------------------------------------------------------- commands
     # Each takes (connection, decoded JSON argument or None, raw argument size) and returns
@@ -275,17 +382,33 @@ class RespConnection(asyncio.Protocol):
             raise ServiceError(errors.BADVERSION,
                                f"protocol version {hello.get('v')!r} is not supported "
                                "(this broker speaks 1)")
+        # One HELLO at a time: the requests after it wait (they need its principal, and a
+        # pipeline of wrong keys must not queue a hundred bcrypt checks).
+        self.hello_in_flight = True
         return self._hello(hello)
 
     async def _hello(self, hello: dict):
+        try:
+            return await self._hello_checked(hello)
+        finally:
+            self.hello_in_flight = False
+
+    def _peer_host(self) -> str | None:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
+
+    async def _hello_checked(self, hello: dict):
         api_key = hello.get("api_key")
         try:
             principal = await self.server.auth.authenticate(
-                api_key if isinstance(api_key, str) else None)
+                api_key if isinstance(api_key, str) else None, self._peer_host())
         except AuthError:
             # A client that failed to authenticate gets nothing more from this connection.
             self.close_when_flushed = True
             raise
+        if not self.server.guard.authenticate(self):
+            self.close_when_flushed = True
+            raise ServiceError(errors.MAXCONN, "too many connections (broker.max_connections)")
         worker_id = hello.get("worker_id")
         if worker_id is not None:
             # A worker takes tasks and writes their results: read and submit permissions.

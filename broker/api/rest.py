@@ -22,6 +22,7 @@ from sanic.response import HTTPResponse
 
 from broker import validation as v
 from broker.api.health import HEALTHY, node_health, write_stalled
+from broker.api.rest_protocol import bounded_protocol
 from broker.auth import AuthError
 from broker.service import ServiceError
 from taskqueue import errors, jsonutil
@@ -43,6 +44,17 @@ _SANIC_CODES = {400: errors.BADREQ, 404: errors.NOTFOUND, 405: errors.BADREQ,
                 503: errors.UNAVAILABLE}
 
 _names = itertools.count(1)
+
+
+class UnsupportedMediaType(Exception):
+    """A request body that is not declared ``application/json``: HTTP 415."""
+
+    code = errors.BADREQ
+
+    def __init__(self, media_type: str):
+        self.message = (f"the body must be Content-Type: application/json, not "
+                        f"{media_type or 'none'!r}")
+        super().__init__(self.message)
 
 
 def json_response(body, status: int = 200, headers: dict | None = None) -> HTTPResponse:
@@ -91,6 +103,11 @@ class RestServer:
         self.app.config.ACCESS_LOG = False
         self.app.config.REQUEST_MAX_SIZE = broker.config.api.max_body_bytes
         self.app.config.KEEP_ALIVE_TIMEOUT = 75
+        # A request's header must arrive within request_timeout_secs of its first byte, and
+        # so must its body (rest_protocol.py: Sanic alone restarts the clock on every byte).
+        request_timeout = broker.config.broker.request_timeout_secs
+        self.app.config.REQUEST_TIMEOUT = request_timeout
+        self.protocol = bounded_protocol(request_timeout)
         self.app.config.REAL_IP_HEADER = None
         self.server = None
         self._routes()
@@ -100,6 +117,7 @@ class RestServer:
     async def start(self, host: str, port: int, ssl=None) -> None:
         server = await self.app.create_server(
             host=host, port=port, ssl=ssl, return_asyncio_server=True, access_log=False,
+            protocol=self.protocol,
             backlog=1024, asyncio_server_kwargs={"start_serving": False})
         if server is None:
             raise OSError(f"REST API could not bind {host}:{port}")
@@ -124,13 +142,16 @@ class RestServer:
     # ---------------------------------------------------------------- plumbing
 
     async def _principal(self, request):
-        return await self.auth.authenticate(api_key_of(request))
+        return await self.auth.authenticate(api_key_of(request), request.ip)
 
     @staticmethod
     def _body(request):
         raw = request.body
         if not raw:
             raise v.Invalid("a JSON request body is required")
+        media_type = (request.headers.get("content-type") or "").split(";")[0].strip()
+        if media_type.lower() != "application/json":
+            raise UnsupportedMediaType(media_type)
         return v.parse_json(raw), len(raw)
 
     def _routes(self) -> None:
@@ -141,6 +162,8 @@ class RestServer:
         async def on_error(request, exc):
             if isinstance(exc, (ServiceError, AuthError, v.Invalid)):
                 return error_response(exc.code, exc.message)
+            if isinstance(exc, UnsupportedMediaType):
+                return error_response(exc.code, exc.message, 415)
             if isinstance(exc, SanicException):
                 status = getattr(exc, "status_code", 500) or 500
                 code = _SANIC_CODES.get(status, errors.BADREQ if status < 500
