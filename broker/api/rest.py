@@ -271,6 +271,33 @@ class RestServer:
             await service.set_paused(principal, queue, False)
             return json_response({"queue": queue, "paused": False})
 
+        # -- limits (broker/commands/limits.py)
+
+        @app.get(f"{PREFIX}/limits")
+        async def limits(request):
+            principal = await self._principal(request)
+            return json_response(service.get_limits(principal))
+
+        @app.get(f"{PREFIX}/queues/<queue:str>/limit")
+        async def get_limit(request, queue):
+            principal = await self._principal(request)
+            found = service.get_limits(principal, queue)["limits"].get(queue)
+            if found is None:
+                raise ServiceError(errors.NOTFOUND, f"queue {queue!r} has no limit")
+            return json_response(found)
+
+        @app.put(f"{PREFIX}/queues/<queue:str>/limit")
+        async def set_limit(request, queue):
+            principal = await self._principal(request)
+            body, _ = self._body(request)
+            return json_response(await service.set_limit(principal, queue,
+                                                          v.obj(body, "body")))
+
+        @app.delete(f"{PREFIX}/queues/<queue:str>/limit")
+        async def clear_limit(request, queue):
+            principal = await self._principal(request)
+            return json_response(await service.clear_limit(principal, queue))
+
         # -- workers, stats, cluster, snapshots
 
         @app.get(f"{PREFIX}/workers")
