@@ -278,25 +278,21 @@ class RestServer:
             principal = await self._principal(request)
             return json_response(service.get_limits(principal))
 
-        @app.get(f"{PREFIX}/queues/<queue:str>/limit")
-        async def get_limit(request, queue):
+        # One route for the three methods: registered apart, Sanic's 405 for the others
+        # (TRACE...) lost its Allow header.
+        @app.route(f"{PREFIX}/queues/<queue:str>/limit", methods=["GET", "PUT", "DELETE"])
+        async def queue_limit(request, queue):
             principal = await self._principal(request)
+            if request.method == "PUT":
+                body, _ = self._body(request)
+                return json_response(await service.set_limit(principal, queue,
+                                                              v.obj(body, "body")))
+            if request.method == "DELETE":
+                return json_response(await service.clear_limit(principal, queue))
             found = service.get_limits(principal, queue)["limits"].get(queue)
             if found is None:
                 raise ServiceError(errors.NOTFOUND, f"queue {queue!r} has no limit")
             return json_response(found)
-
-        @app.put(f"{PREFIX}/queues/<queue:str>/limit")
-        async def set_limit(request, queue):
-            principal = await self._principal(request)
-            body, _ = self._body(request)
-            return json_response(await service.set_limit(principal, queue,
-                                                          v.obj(body, "body")))
-
-        @app.delete(f"{PREFIX}/queues/<queue:str>/limit")
-        async def clear_limit(request, queue):
-            principal = await self._principal(request)
-            return json_response(await service.clear_limit(principal, queue))
 
         # -- workers, stats, cluster, snapshots
 
