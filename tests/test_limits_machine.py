@@ -156,3 +156,25 @@ def two_running(entries, tmp_path):
 
 def vars_of(gate):
     return (gate.rate_u_per_ms, gate.capacity_u, gate.concurrency)
+
+
+def test_configuration_section_is_checked_before_start():
+    import pytest
+
+    from broker.config import ConfigError, from_mapping
+
+    config = from_mapping({"limits": {"queues": [{"queue": "emails", "rate": 50},
+                                                 {"queue": "reports", "concurrency": 4}]}})
+    assert config.limits.queues == [
+        {"queue": "emails", "rate": 50.0, "burst": 50, "concurrency": None},
+        {"queue": "reports", "rate": None, "burst": None, "concurrency": 4}]
+    assert config.limits.exclusive is False
+    for bad, where in (([{"queue": "a"}], "limits.queues[0].limit"),
+                       ([{"rate": 5}], "limits.queues[0].queue"),
+                       ([{"queue": "a", "rate": 5}, {"queue": "a", "rate": 6}],
+                        "limits.queues[1].queue"),
+                       ([{"queue": "a", "rate": 5, "burst": 0}], "limits.queues[0].burst"),
+                       ("emails", "limits.queues")):
+        with pytest.raises(ConfigError) as err:
+            from_mapping({"limits": {"queues": bad}})
+        assert str(err.value).startswith(where), (bad, str(err.value))
