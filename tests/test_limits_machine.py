@@ -178,3 +178,22 @@ def test_configuration_section_is_checked_before_start():
         with pytest.raises(ConfigError) as err:
             from_mapping({"limits": {"queues": bad}})
         assert str(err.value).startswith(where), (bad, str(err.value))
+
+
+def test_a_reconcile_that_fails_half_way_leaves_nothing_behind(h, monkeypatch):
+    from broker.commands import limits
+
+    set_limit(h, 0, queue="old", concurrency=1)
+    real_clear = limits.clear_limit
+
+    def broken_clear(m, now, queue):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(limits, "clear_limit", broken_clear)
+    result = h.apply(["limits_reconcile", 0, "f1", [{"queue": "new", "rate": 5}], True])
+    assert isinstance(result, Rejected) and result.code == "INTERNAL"
+    # "new" was set before the failure: rolled back in RocksDB and in memory alike
+    assert set(h.machine.limits) == {"old"} and h.store.get(keys.limit("new")) is None
+    monkeypatch.setattr(limits, "clear_limit", real_clear)
+    assert h.apply(["limits_reconcile", 0, "f1", [{"queue": "new", "rate": 5}], True]) == 2
+    assert set(h.machine.limits) == {"new"}

@@ -211,6 +211,17 @@ def reconcile(m, now: int, fingerprint: str, declared: list, exclusive: bool):
             normalise_spec(entry)
         except ValueError as exc:
             return Rejected(errors.BADREQ, f"limits.queues: {exc}")
+    saved = dict(m.limits)
+    try:
+        return _reconcile(m, now, fingerprint, declared, exclusive)
+    except Exception:
+        # apply_entry rolls the overlay back; the in-memory limits must follow it
+        m.limits.clear()
+        m.limits.update(saved)
+        raise
+
+
+def _reconcile(m, now: int, fingerprint: str, declared: list, exclusive: bool):
     changed = 0
     wanted = set()
     for entry in declared:
