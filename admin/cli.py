@@ -2,6 +2,7 @@
 
     tq-admin --broker-addr 10.0.1.10:6379 cluster-status
     tq-admin queue-depth --watch 2
+    tq-admin limits set emails --rate 50 --burst 10 --concurrency 8
     tq-admin list --status completed --limit 100000 > tasks.json   # always a JSON array
 
 Tables for people by default, ``--json`` for scripts (accepted before or after the
@@ -118,9 +119,51 @@ def cmd_queue_depth(client, args):
 
 
 def show_queues(queues):
-    output.table(["queue", *QUEUE_COLUMNS, "paused"],
-                 [[name, *(q.get(c, 0) for c in QUEUE_COLUMNS), q.get("paused", False)]
+    limited = any(q.get("limit") for q in queues.values())
+    output.table(["queue", *QUEUE_COLUMNS, "paused", *(("rate", "concurrency")
+                                                       if limited else ())],
+                 [[name, *(q.get(c, 0) for c in QUEUE_COLUMNS), q.get("paused", False),
+                   *(_limit_usage(q.get("limit")) if limited else ())]
                   for name, q in sorted(queues.items())])
+
+
+def _limit_usage(limit) -> tuple[str, str]:
+    """("50/s burst 10 (3 left)", "4/8 running") or "-" where a queue has no such limit."""
+    if not limit:
+        return "-", "-"
+    rate = "-"
+    if limit.get("rate") is not None:
+        rate = (f"{limit['rate']:g}/s burst {limit['burst']} "
+                f"({int(limit.get('tokens') or 0)} left)")
+    running = "-"
+    if limit.get("concurrency") is not None:
+        running = f"{limit.get('running', 0)}/{limit['concurrency']} running"
+    return rate, running
+
+
+def cmd_limits(client, args):
+    if args.action in ("set", "clear") and not args.queue:
+        raise UsageError(f"limits {args.action} needs a QUEUE")
+    if args.action == "set":
+        if args.rate is None and args.concurrency is None:
+            raise UsageError("limits set needs --rate, --concurrency or both")
+        return {args.queue: client.set_limit(args.queue, rate=args.rate, burst=args.burst,
+                                             concurrency=args.concurrency)}
+    if args.action == "clear":
+        return client.clear_limit(args.queue)
+    return client.limits(args.queue)
+
+
+def show_limits(reply):
+    if "cleared" in reply:
+        print(f"queue {reply['queue']}: " + ("limit cleared" if reply["cleared"]
+                                             else "had no limit"))
+        return
+    output.table(["queue", "rate", "concurrency", "throttled (rate)",
+                  "throttled (concurrency)"],
+                 [[name, *_limit_usage(limit), limit.get("throttled_rate", 0),
+                   limit.get("throttled_concurrency", 0)]
+                  for name, limit in sorted(reply.items())])
 
 
 def cmd_stats(client, args):
@@ -276,6 +319,7 @@ COMMANDS = {
     "workers": (cmd_workers, show_workers),
     "queue-depth": (cmd_queue_depth, show_queues),
     "stats": (cmd_stats, output.key_values),
+    "limits": (cmd_limits, show_limits),
     "list": (cmd_list, None),  # the guide pipes it into jq: always JSON
     "get": (cmd_get, show_task),
     "cancel": (cmd_cancel, show_task_state),
@@ -352,6 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
         add(name, text).add_argument("--watch", type=float, metavar="SECS",
                                      help="refresh every SECS seconds until Ctrl-C")
     add("workers", "connected workers")
+    p = add("limits", "rate and concurrency limits per queue: get [QUEUE], set QUEUE "
+            "--rate N [--burst B] --concurrency M, clear QUEUE")
+    p.add_argument("action", choices=("get", "set", "clear"))
+    p.add_argument("queue", nargs="?")
+    p.add_argument("--rate", type=float, help="tasks started per second, cluster-wide")
+    p.add_argument("--burst", type=int, help="bucket size (default: one second of --rate)")
+    p.add_argument("--concurrency", type=int, help="tasks running at once, cluster-wide")
     add("stats", "task counts, rates and RocksDB figures")
     p = add("list", "tasks as a JSON array (follows cursors up to --limit)")
     p.add_argument("--status", choices=STATUSES)

@@ -165,6 +165,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "lease_timeout_secs": Key("float", 30, "A claimed task returns to its queue when "
                                   "its worker has not heartbeated for this long.", 0.1, 86400),
     },
+    "limits": {
+        "queues": Key("limits", [], "Rate and concurrency limits the leader sets on start: a "
+                      "list of {queue, rate (tasks/s), burst, concurrency}. Applied when "
+                      "this list changes; runtime changes (tq-admin limits) stay until then."),
+        "exclusive": Key("bool", False, "true: when limits.queues is applied, clear every "
+                         "limit it does not declare (the file is the whole truth)."),
+    },
 }
 
 
@@ -202,6 +209,8 @@ def _check(path: str, key: Key, value: Any) -> Any:
         return list(value)
     elif kind == "api_keys":
         return _check_api_keys(path, value)
+    elif kind == "limits":
+        return _check_limits(path, value)
     else:  # pragma: no cover - schema typo
         raise AssertionError(kind)
     if key.minimum is not None and number < key.minimum:
@@ -209,6 +218,29 @@ def _check(path: str, key: Key, value: Any) -> Any:
     if key.maximum is not None and number > key.maximum:
         fail(f"must be at most {key.maximum:g}, got {value!r}")
     return number
+
+
+def _check_limits(path: str, value: Any) -> list[dict]:
+    from broker.commands.limits import MAX_LIMITS, normalise_spec
+    from broker.validation import NAME
+
+    if not isinstance(value, list) or len(value) > MAX_LIMITS:
+        raise ConfigError(f"{path}: expected a list of at most {MAX_LIMITS} "
+                          "{queue, rate, burst, concurrency}")
+    out, seen = [], set()
+    for i, entry in enumerate(value):
+        where = f"{path}[{i}]"
+        queue = entry.get("queue") if isinstance(entry, dict) else None
+        if not isinstance(queue, str) or not NAME.fullmatch(queue):
+            raise ConfigError(f"{where}.queue: expected a queue name")
+        if queue in seen:
+            raise ConfigError(f"{where}.queue: {queue!r} is declared twice")
+        seen.add(queue)
+        try:
+            out.append({"queue": queue, **normalise_spec(entry)})
+        except ValueError as exc:
+            raise ConfigError(f"{where}.{exc}") from None
+    return out
 
 
 def _check_api_keys(path: str, value: Any) -> list[dict]:

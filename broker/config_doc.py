@@ -22,6 +22,9 @@ SECTION_INTRO = {
     "auth": "API keys, checked on every port. See the Security section of "
             "[operations.md](operations.md#security).",
     "monitoring": "Prometheus metrics and logging.",
+    "limits": "Rate and concurrency limits per queue, declared so operators keep them in "
+              "git (see [schedules-limits-results.md](schedules-limits-results.md"
+              "#rate-and-concurrency-limits)).",
     "worker": "What the broker tells workers (announced in its HELLO reply) and how it "
               "treats them.",
 }
@@ -34,6 +37,7 @@ TYPES = {
     "size": "size",
     "list[str]": "list of strings",
     "api_keys": "list of keys",
+    "limits": "list of limits",
     "choice": "one of",
 }
 
@@ -124,6 +128,19 @@ def render() -> str:
         "Permissions: " + ", ".join(f"`{p}`" for p in PERMISSIONS) + " (`admin` implies all).",
         "",
         "Log levels: " + ", ".join(f"`{level}`" for level in LOG_LEVELS) + ".",
+        "",
+        "## Limit entries",
+        "",
+        "Each entry of `limits.queues` names a queue and a rate (tasks started per second,",
+        "with an optional burst, by default one second's worth), a concurrency (tasks running",
+        "at once), or both:",
+        "",
+        "```yaml",
+        "limits:",
+        "  queues:",
+        "    - {queue: emails, rate: 50, burst: 10}",
+        "    - {queue: reports, concurrency: 4}",
+        "```",
         "",
     ]
     return "\n".join(out)

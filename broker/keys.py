@@ -12,8 +12,10 @@ prefix     key                                                         value
 ``X``      finished status, NUL, changed-at ms (8 bytes), seq (8 bytes) task id
 ``I``      idempotency key                                             task id
 ``W``      worker id                                                   worker record (JSON)
+``Q``      queue name                                                  rate/concurrency limit
+                                                                       and its bucket (JSON)
 ``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``,      JSON
-           ``restored``, ``restorelogged``)
+           ``restored``, ``restorelogged``, ``limitsconfig``)
 =========  ==========================================================  =================
 
 Each task is in exactly one of the R, S, L, X indexes, chosen by its status: pending in R,
@@ -39,6 +41,7 @@ STATUS = b"X"
 IDEMPOTENCY = b"I"
 WORKER = b"W"
 META = b"M"
+LIMIT = b"Q"  # broker/commands/limits.py
 
 META_APPLIED = b"Mapplied"
 META_SEQ = b"Mseq"
@@ -47,6 +50,8 @@ META_PAUSED = b"Mpaused"
 META_RESTORED = b"Mrestored"  # written by a restore (broker/restore.py), never by apply
 # the restore identity the Raft log recorded (a "restored" command applied on this base)
 META_RESTORE_LOGGED = b"Mrestorelogged"
+# the fingerprint of the configuration's limits: section last reconciled (limits_reconcile)
+META_LIMITS_CONFIG = b"Mlimitsconfig"
 
 
 def u64(value: int) -> bytes:
@@ -104,6 +109,10 @@ def idempotency(key: str) -> bytes:
 
 def worker(worker_id: str) -> bytes:
     return WORKER + worker_id.encode()
+
+
+def limit(queue: str) -> bytes:
+    return LIMIT + queue.encode()
 
 
 def prefix_end(prefix: bytes) -> bytes:

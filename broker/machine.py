@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 
 from broker import keys
-from broker.commands import COMMANDS, TRANSITION_HOOKS
+from broker.commands import COMMANDS, LOAD_HOOKS, TRANSITION_HOOKS
 from broker.counters import Counters
 from broker.model import (  # noqa: F401  (re-exported: the names callers know)
     CANCELLED, COMPLETED, DEAD, FAILED, FINISHED, INTERNAL_FIELDS, MAX_BACKOFF_MS, PENDING,
@@ -69,6 +69,8 @@ class StateMachine:
             "backup_applied_index": restored.get("backup_applied_index")}
         self.restore_logged = store.get_json(keys.META_RESTORE_LOGGED)
         self.hints.clear()
+        for hook in LOAD_HOOKS:  # families' in-memory state (limits: m.limits)
+            hook(self)
 
     def restore_unlogged(self) -> dict | None:
         """The identity a Raft leader must put in the log (a ``restored`` command), or None:

@@ -18,6 +18,7 @@ from broker.api.resp_server import RespServer
 from broker.auth import Authenticator
 from broker.config import Config
 from broker.log.base import Log
+from broker.limits_config import LimitsReconciler
 from broker.log.local import LocalLog
 from broker.machine import StateMachine
 from broker.restore import StartupRefused, check_raft_start
@@ -72,6 +73,8 @@ class Broker:
         await self.log.start()
         self.sweeper = Sweeper(self.service)
         self.sweeper.start()
+        self.limits_reconciler = LimitsReconciler(self.service)
+        self.limits_reconciler.start()
         self.ssl = self._server_ssl()
         host = config.broker.host
         b = config.broker
@@ -119,6 +122,7 @@ class Broker:
                 await listener.stop()
             except Exception:
                 log.exception("error stopping %r", listener)
+        await self.limits_reconciler.stop()
         await self.sweeper.stop()
         await self.log.stop()
         self.auth.close()

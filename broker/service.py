@@ -17,6 +17,7 @@ from collections import defaultdict
 from broker import keys, tokens
 from broker import validation as v
 from broker.auth import ADMIN, CANCEL, READ, SUBMIT, WORKER, Authenticator, Principal
+from broker.commands import limits
 from broker.config import Config
 from broker.log.base import Log, NotLeader, Unavailable
 from broker.machine import FINISHED, STATUSES, TOTALS, Rejected, public
@@ -170,13 +171,20 @@ class Service:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
+            # A rate-limited queue with work: claim again when its next token is due (the
+            # end of a lease wakes a FETCH held back by concurrency, like a new task does).
+            throttled_ms = (limits.retry_after_ms(self.machine, self.store, queues, now_ms())
+                            if self.machine.limits else None)
+            wait = remaining if throttled_ms is None else min(remaining,
+                                                              max(1, throttled_ms) / 1000.0)
             future = loop.create_future()
             for queue in queues:
                 self._waiters[queue].add(future)
             try:
-                await asyncio.wait_for(future, remaining)
+                await asyncio.wait_for(future, wait)
             except asyncio.TimeoutError:
-                return None
+                if wait >= remaining:
+                    return None
             finally:
                 for queue in queues:
                     self._waiters[queue].discard(future)
@@ -396,12 +404,42 @@ class Service:
             out[name] = dict(counts, paused=name in self.machine.paused)
         for name in self.machine.paused:
             out.setdefault(name, dict({s: 0 for s in STATUSES}, paused=True))
+        if self.machine.limits:  # the limit and how much of it is in use (queue-depth)
+            for name, limit in limits.read_all(self.machine, self.store, now_ms()).items():
+                out.setdefault(name, dict({s: 0 for s in STATUSES}, paused=False))
+                out[name]["limit"] = limit
         return {"queues": out, "read_from": self.read_from()}
 
     async def set_paused(self, principal: Principal, queue: str, paused: bool):
         self._require(principal, ADMIN)
         return await self._propose(["pause" if paused else "resume", now_ms(),
                                     v.queue_name(queue)])
+
+    # ------------------------------------------------------------------- limits
+
+    async def set_limit(self, principal: Principal, queue, spec) -> dict:
+        """Set (replace) a queue's rate and/or concurrency limit (broker/commands/limits.py)."""
+        self._require(principal, ADMIN)
+        queue = v.queue_name(queue)
+        try:
+            limit = limits.normalise_spec(spec)
+        except ValueError as exc:
+            raise ServiceError(errors.BADREQ, str(exc)) from None
+        return await self._propose(["limit_set", now_ms(), queue, limit])
+
+    async def clear_limit(self, principal: Principal, queue) -> dict:
+        self._require(principal, ADMIN)
+        queue = v.queue_name(queue)
+        return {"queue": queue,
+                "cleared": bool(await self._propose(["limit_clear", now_ms(), queue]))}
+
+    def get_limits(self, principal: Principal, queue=None) -> dict:
+        """Every limit (or ``queue``'s) with what is in use: running, tokens, throttled."""
+        self._require(principal, READ)
+        if queue is not None:
+            queue = v.queue_name(queue)
+        return {"limits": limits.read_all(self.machine, self.store, now_ms(), queue),
+                "read_from": self.read_from()}
 
     def workers(self, principal: Principal) -> dict:
         self._require(principal, READ)
@@ -471,6 +509,8 @@ class Service:
         return {
             "queues": {name: dict(counts) for name, counts in counters.queues.items()},
             "paused": set(self.machine.paused),
+            "limits": (limits.read_all(self.machine, self.store, now_ms())
+                       if self.machine.limits else {}),
             "totals": {name: counters.totals.get(name, 0) for name in TOTALS},
             "operations": dict(self._rates.totals),
             "workers": self.live_workers(),

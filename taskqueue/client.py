@@ -280,6 +280,24 @@ class _Commands:
     def resume(self, queue: str):
         return self._call("RESUME", {"queue": queue})
 
+    def set_limit(self, queue: str, rate: float | None = None, burst: int | None = None,
+                  concurrency: int | None = None):
+        """Replace ``queue``'s limit: ``rate`` tasks started per second (bucket ``burst``)
+        and/or ``concurrency`` running at once, cluster-wide. Needs ``admin``."""
+        spec = {"queue": queue}
+        for name, value in (("rate", rate), ("burst", burst), ("concurrency", concurrency)):
+            if value is not None:
+                spec[name] = value
+        return self._call("LIMIT-SET", spec)
+
+    def limits(self, queue: str | None = None):
+        """``{queue: {"rate", "burst", "concurrency", "running", "tokens", ...}}``."""
+        return self._call("LIMIT-GET", {} if queue is None else {"queue": queue},
+                          _field("limits"))
+
+    def clear_limit(self, queue: str):
+        return self._call("LIMIT-CLEAR", {"queue": queue})
+
     def workers(self):
         return self._call("WORKERS", _NO_ARG, _field("workers"))
 

@@ -36,6 +36,7 @@ from taskqueue import errors, jsonutil
 log = logging.getLogger("tq.grpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskQueue"].full_name  # tq.v1.TaskQueue
+LIMITS_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Limits"].full_name  # tq.v1.Limits
 HEALTH_REFRESH_SECS = 1.0
 
 SC = grpc.StatusCode
@@ -309,6 +310,43 @@ class TaskQueueServicer(pb_grpc.TaskQueueServicer):
                                          applied_index=int(result["applied_index"]))
 
 
+class LimitsServicer(pb_grpc.LimitsServicer):
+    """tq.v1.Limits: rate and concurrency limits per queue (broker/commands/limits.py)."""
+
+    def __init__(self, service, auth):
+        self.service = service
+        self.auth = auth
+
+    _run = TaskQueueServicer._run
+
+    async def SetLimit(self, request, context):
+        spec = {name: getattr(request, name) for name in ("rate", "burst", "concurrency")
+                if request.HasField(name)}
+        return _limit(await self._run(context, lambda p: self.service.set_limit(
+            p, request.queue, spec)))
+
+    async def GetLimits(self, request, context):
+        queue = request.queue if request.HasField("queue") else None
+        found = await self._run(context, lambda p: self.service.get_limits(p, queue))
+        return pb.GetLimitsResponse(limits={name: _limit(limit)
+                                            for name, limit in found["limits"].items()})
+
+    async def ClearLimit(self, request, context):
+        result = await self._run(context, lambda p: self.service.clear_limit(
+            p, request.queue))
+        return pb.ClearLimitResponse(queue=result["queue"], cleared=result["cleared"])
+
+
+def _limit(limit: dict) -> pb.QueueLimit:
+    msg = pb.QueueLimit(queue=limit["queue"], running=int(limit.get("running") or 0),
+                        throttled_rate=int(limit.get("throttled_rate") or 0),
+                        throttled_concurrency=int(limit.get("throttled_concurrency") or 0))
+    for name in ("rate", "burst", "concurrency", "tokens"):
+        if limit.get(name) is not None:
+            setattr(msg, name, limit[name])
+    return msg
+
+
 # ------------------------------------------------------------------------- interceptor
 
 class _Malformed:
@@ -387,10 +425,12 @@ class GrpcServer:
         ])
         pb_grpc.add_TaskQueueServicer_to_server(
             TaskQueueServicer(self.broker.service, self.broker.auth), server)
+        pb_grpc.add_LimitsServicer_to_server(
+            LimitsServicer(self.broker.service, self.broker.auth), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            (SERVICE_NAME, LIMITS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if ssl is not None:

@@ -129,6 +129,42 @@ class BrokerCollector:
         yield from self._families(view)
 
     @staticmethod
+    def _limit_families(limits: dict):
+        """Rate and concurrency limits (broker/commands/limits.py): only limited queues."""
+        rated = {q: lim for q, lim in sorted(limits.items()) if lim.get("rate") is not None}
+        bounded = {q: lim for q, lim in sorted(limits.items())
+                   if lim.get("concurrency") is not None}
+        g = GaugeMetricFamily("tq_queue_rate_limit", "Tasks a queue may start per second, "
+                              "cluster-wide (its token bucket's refill rate).",
+                              labels=["queue"])
+        for name, lim in rated.items():
+            g.add_metric([name], lim["rate"])
+        yield g
+        g = GaugeMetricFamily("tq_queue_rate_burst", "A rate-limited queue's bucket size.",
+                              labels=["queue"])
+        for name, lim in rated.items():
+            g.add_metric([name], lim["burst"])
+        yield g
+        g = GaugeMetricFamily("tq_queue_rate_tokens", "Tokens in a rate-limited queue's "
+                              "bucket now (tasks it may start at once).", labels=["queue"])
+        for name, lim in rated.items():
+            g.add_metric([name], lim.get("tokens") or 0.0)
+        yield g
+        g = GaugeMetricFamily("tq_queue_concurrency_limit", "Tasks of a queue that may run "
+                              "at once, cluster-wide (compare tq_queue_depth running).",
+                              labels=["queue"])
+        for name, lim in bounded.items():
+            g.add_metric([name], lim["concurrency"])
+        yield g
+        c = CounterMetricFamily("tq_queue_throttled", "Claims a queue's limit held back "
+                                "while it had pending tasks, cluster-wide.",
+                                labels=["queue", "limit"])
+        for name, lim in sorted(limits.items()):
+            c.add_metric([name, "rate"], lim.get("throttled_rate", 0))
+            c.add_metric([name, "concurrency"], lim.get("throttled_concurrency", 0))
+        yield c
+
+    @staticmethod
     def _families(view: dict):
         queues = view["queues"]
         by_status = {s: 0 for s in STATUSES}
@@ -155,6 +191,7 @@ class BrokerCollector:
         for name in sorted(set(queues) | view["paused"]):
             g.add_metric([name], 1 if name in view["paused"] else 0)
         yield g
+        yield from BrokerCollector._limit_families(view.get("limits") or {})
 
         c = CounterMetricFamily("tq_tasks", "Lifetime task outcomes, cluster-wide (from the "
                                 "replicated state machine).", labels=["status"])

@@ -466,6 +466,17 @@ class RespConnection(asyncio.Protocol):
     def cmd_resume(self, arg, size):
         return self.service.set_paused(self.principal, v.obj(arg).get("queue"), False)
 
+    def cmd_limit_set(self, arg, size):
+        arg = v.obj(arg)
+        return self.service.set_limit(self.principal, arg.get("queue"),
+                                      {k: val for k, val in arg.items() if k != "queue"})
+
+    def cmd_limit_get(self, arg, size):
+        return self.service.get_limits(self.principal, v.obj(arg).get("queue"))
+
+    def cmd_limit_clear(self, arg, size):
+        return self.service.clear_limit(self.principal, v.obj(arg).get("queue"))
+
     def cmd_workers(self, arg, size):
         return self.service.workers(self.principal)
 
@@ -524,6 +535,9 @@ COMMANDS = {
     b"QUEUES": Command(C.cmd_queues, READ, arg=False),
     b"PAUSE": Command(C.cmd_pause, WRITE),
     b"RESUME": Command(C.cmd_resume, WRITE),
+    b"LIMIT-SET": Command(C.cmd_limit_set, WRITE),
+    b"LIMIT-GET": Command(C.cmd_limit_get, READ),
+    b"LIMIT-CLEAR": Command(C.cmd_limit_clear, WRITE),
     b"WORKERS": Command(C.cmd_workers, READ, arg=False),
     b"WORKER-STATE": Command(C.cmd_worker_state, WRITE),
     b"STATS": Command(C.cmd_stats, READ, arg=False),

@@ -294,6 +294,29 @@ class RestServer:
             await service.set_paused(principal, queue, False)
             return json_response({"queue": queue, "paused": False})
 
+        # -- limits (broker/commands/limits.py)
+
+        @app.get(f"{PREFIX}/limits")
+        async def limits(request):
+            principal = await self._principal(request)
+            return json_response(service.get_limits(principal))
+
+        # One route for the three methods: registered apart, Sanic's 405 for the others
+        # (TRACE...) lost its Allow header.
+        @app.route(f"{PREFIX}/queues/<queue:str>/limit", methods=["GET", "PUT", "DELETE"])
+        async def queue_limit(request, queue):
+            principal = await self._principal(request)
+            if request.method == "PUT":
+                body, _ = self._body(request)
+                return json_response(await service.set_limit(principal, queue,
+                                                              v.obj(body, "body")))
+            if request.method == "DELETE":
+                return json_response(await service.clear_limit(principal, queue))
+            found = service.get_limits(principal, queue)["limits"].get(queue)
+            if found is None:
+                raise ServiceError(errors.NOTFOUND, f"queue {queue!r} has no limit")
+            return json_response(found)
+
         # -- workers, stats, cluster, snapshots
 
         @app.get(f"{PREFIX}/workers")

@@ -390,3 +390,68 @@ class CreateSnapshotResponse(_message.Message):
     path: str
     applied_index: int
     def __init__(self, path: _Optional[str] = ..., applied_index: _Optional[int] = ...) -> None: ...
+
+class SetLimitRequest(_message.Message):
+    __slots__ = ("queue", "rate", "burst", "concurrency")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    rate: float
+    burst: int
+    concurrency: int
+    def __init__(self, queue: _Optional[str] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ..., concurrency: _Optional[int] = ...) -> None: ...
+
+class QueueLimit(_message.Message):
+    __slots__ = ("queue", "rate", "burst", "concurrency", "running", "tokens", "throttled_rate", "throttled_concurrency")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_RATE_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    rate: float
+    burst: int
+    concurrency: int
+    running: int
+    tokens: float
+    throttled_rate: int
+    throttled_concurrency: int
+    def __init__(self, queue: _Optional[str] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ..., concurrency: _Optional[int] = ..., running: _Optional[int] = ..., tokens: _Optional[float] = ..., throttled_rate: _Optional[int] = ..., throttled_concurrency: _Optional[int] = ...) -> None: ...
+
+class GetLimitsRequest(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class GetLimitsResponse(_message.Message):
+    __slots__ = ("limits",)
+    class LimitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: QueueLimit
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[QueueLimit, _Mapping]] = ...) -> None: ...
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    limits: _containers.MessageMap[str, QueueLimit]
+    def __init__(self, limits: _Optional[_Mapping[str, QueueLimit]] = ...) -> None: ...
+
+class ClearLimitRequest(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class ClearLimitResponse(_message.Message):
+    __slots__ = ("queue", "cleared")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    cleared: bool
+    def __init__(self, queue: _Optional[str] = ..., cleared: _Optional[bool] = ...) -> None: ...

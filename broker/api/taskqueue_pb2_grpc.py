@@ -656,3 +656,179 @@ class TaskQueue:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LimitsStub:
+    """---------------------------------------------------------------------------- Limits
+    Rate and concurrency limits per queue (docs/schedules-limits-results.md, "Rate and
+    concurrency limits"). A service of its own, tq.v1.Limits, on the same port and with the
+    same authentication and errors as TaskQueue. Setting and clearing need `admin`; reading
+    needs `read_tasks`.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetLimit = channel.unary_unary(
+                '/tq.v1.Limits/SetLimit',
+                request_serializer=taskqueue__pb2.SetLimitRequest.SerializeToString,
+                response_deserializer=taskqueue__pb2.QueueLimit.FromString,
+                _registered_method=True)
+        self.GetLimits = channel.unary_unary(
+                '/tq.v1.Limits/GetLimits',
+                request_serializer=taskqueue__pb2.GetLimitsRequest.SerializeToString,
+                response_deserializer=taskqueue__pb2.GetLimitsResponse.FromString,
+                _registered_method=True)
+        self.ClearLimit = channel.unary_unary(
+                '/tq.v1.Limits/ClearLimit',
+                request_serializer=taskqueue__pb2.ClearLimitRequest.SerializeToString,
+                response_deserializer=taskqueue__pb2.ClearLimitResponse.FromString,
+                _registered_method=True)
+
+
+class LimitsServicer:
+    """---------------------------------------------------------------------------- Limits
+    Rate and concurrency limits per queue (docs/schedules-limits-results.md, "Rate and
+    concurrency limits"). A service of its own, tq.v1.Limits, on the same port and with the
+    same authentication and errors as TaskQueue. Setting and clearing need `admin`; reading
+    needs `read_tasks`.
+
+    """
+
+    def SetLimit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLimits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearLimit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LimitsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLimit,
+                    request_deserializer=taskqueue__pb2.SetLimitRequest.FromString,
+                    response_serializer=taskqueue__pb2.QueueLimit.SerializeToString,
+            ),
+            'GetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimits,
+                    request_deserializer=taskqueue__pb2.GetLimitsRequest.FromString,
+                    response_serializer=taskqueue__pb2.GetLimitsResponse.SerializeToString,
+            ),
+            'ClearLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearLimit,
+                    request_deserializer=taskqueue__pb2.ClearLimitRequest.FromString,
+                    response_serializer=taskqueue__pb2.ClearLimitResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tq.v1.Limits', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tq.v1.Limits', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Limits:
+    """---------------------------------------------------------------------------- Limits
+    Rate and concurrency limits per queue (docs/schedules-limits-results.md, "Rate and
+    concurrency limits"). A service of its own, tq.v1.Limits, on the same port and with the
+    same authentication and errors as TaskQueue. Setting and clearing need `admin`; reading
+    needs `read_tasks`.
+
+    """
+
+    @staticmethod
+    def SetLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Limits/SetLimit',
+            taskqueue__pb2.SetLimitRequest.SerializeToString,
+            taskqueue__pb2.QueueLimit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Limits/GetLimits',
+            taskqueue__pb2.GetLimitsRequest.SerializeToString,
+            taskqueue__pb2.GetLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Limits/ClearLimit',
+            taskqueue__pb2.ClearLimitRequest.SerializeToString,
+            taskqueue__pb2.ClearLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

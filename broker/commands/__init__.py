@@ -2,7 +2,9 @@
 
 A family is one module with one job (tasks and leases, workers, queues, housekeeping,
 cluster, ...). It exports ``COMMANDS``, a dict ``op name -> function(machine, now, *args)``,
-and may export ``on_transition(machine, task, old_status, new_status, now)``, which the
+may export ``on_load(machine)``, called whenever the machine (re)reads its state from the
+store (start, snapshot install), to rebuild what the family keeps in memory, and may export
+``on_transition(machine, task, old_status, new_status, now)``, which the
 machine calls in every task transition, inside the same entry, so a family that follows
 tasks (a concurrency limit, a chord's counter) changes in the same WriteBatch as the task.
 
@@ -13,9 +15,9 @@ a :class:`broker.model.Rejected`; it never raises on bad input.
 
 from __future__ import annotations
 
-from broker.commands import cluster, housekeeping, queues, tasks, workers
+from broker.commands import cluster, housekeeping, limits, queues, tasks, workers
 
-FAMILIES = (tasks, workers, queues, housekeeping, cluster)
+FAMILIES = (tasks, workers, queues, housekeeping, cluster, limits)
 
 
 def _gather():
@@ -26,7 +28,8 @@ def _gather():
                 raise RuntimeError(f"command {name!r} is defined twice ({family.__name__})")
             table[name] = function
     hooks = tuple(f.on_transition for f in FAMILIES if hasattr(f, "on_transition"))
-    return table, hooks
+    loaders = tuple(f.on_load for f in FAMILIES if hasattr(f, "on_load"))
+    return table, hooks, loaders
 
 
-COMMANDS, TRANSITION_HOOKS = _gather()
+COMMANDS, TRANSITION_HOOKS, LOAD_HOOKS = _gather()

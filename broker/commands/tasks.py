@@ -7,6 +7,7 @@ that worker, with that token, settles it (docs/protocol.md, "Leases and fencing"
 from __future__ import annotations
 
 from broker import keys, tokens
+from broker.commands import limits
 from broker.model import (
     CANCELLED, COMPLETED, DEAD, FAILED, FINISHED, MAX_BACKOFF_MS, PENDING, RUNNING, SCHEDULED,
     Rejected, public, secs)
@@ -68,9 +69,15 @@ def claim(m, now: int, worker_id: str, queues: list, count: int, lease_ms: int,
     for queue in queues:
         if queue in m.paused:
             continue
+        wanted = count
+        gate = m.limits.get(queue)  # a rate/concurrency limit (broker/commands/limits.py)
+        if gate is not None:
+            room, bucket = limits.admit(m, gate, queue, count - len(jobs), now)
+            wanted = len(jobs) + room
+            before = len(jobs)
         lower = keys.ready_prefix(queue)
         upper = keys.prefix_end(lower)
-        while len(jobs) < count:
+        while len(jobs) < wanted:
             key = ov.first(lower, upper)
             if key is None:
                 m.hints.exhausted(lower, upper)
@@ -88,6 +95,8 @@ def claim(m, now: int, worker_id: str, queues: list, count: int, lease_ms: int,
             job = public(task)
             job["token"] = task["_token"]
             jobs.append(job)
+        if gate is not None:
+            limits.spent(m, gate, queue, bucket, len(jobs) - before)
         if len(jobs) >= count:
             break
     return jobs
