@@ -13,9 +13,9 @@ a :class:`broker.model.Rejected`; it never raises on bad input.
 
 from __future__ import annotations
 
-from broker.commands import cluster, housekeeping, queues, tasks, workers
+from broker.commands import cluster, housekeeping, queues, tasks, workers, workflows
 
-FAMILIES = (tasks, workers, queues, housekeeping, cluster)
+FAMILIES = (tasks, workers, queues, housekeeping, cluster, workflows)
 
 
 def _gather():
