@@ -114,3 +114,26 @@ def test_a_bad_workflow_is_refused_whole_over_resp(node):
         with pytest.raises(BrokerError) as missing:
             client.get_workflow("never-submitted")
         assert missing.value.code == "NOTFOUND"
+
+
+def test_grpc_workflows_service(node):
+    import grpc
+
+    from broker.api import taskqueue_pb2 as pb
+    from broker.api import taskqueue_pb2_grpc as pb_grpc
+    from tests.api_support import ports
+
+    queue = uniq()
+    tree = {"group": [{"type": "echo", "queue": queue}] * 2}
+    with grpc.insecure_channel(f"127.0.0.1:{ports(node)['grpc']}") as channel:
+        stub = pb_grpc.WorkflowsStub(channel)
+        made = stub.SubmitWorkflow(pb.SubmitWorkflowRequest(id="grpc-flow",
+                                                            workflow_json=json.dumps(tree)))
+        assert made.id == "grpc-flow" and made.status == "pending" and made.size == 2
+        got = stub.GetWorkflow(pb.GetWorkflowRequest(id="grpc-flow"))
+        assert [t.status for t in got.tasks] == ["pending", "pending"]
+        assert got.groups[0].kind == "group" and got.groups[0].size == 2
+        assert stub.CancelWorkflow(pb.WorkflowRef(id="grpc-flow")).cancelled_tasks == 2
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.SubmitWorkflow(pb.SubmitWorkflowRequest(workflow_json="{"))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
