@@ -18,11 +18,11 @@ prefix     key                                                         value
 =========  ==========================================================  =================
 
 Workflows (broker/commands/workflows.py) keep every record of one workflow under
-``F<id>\x00``, so purging a finished workflow is one range: ``w`` the workflow record, ``n<node>``
-a node of its tree, ``c<node>`` a group's O(1) progress counter, ``o<node>`` / ``o<node>\x00<m>``
-the first final outcome of a task node / of a group's member m (also the "counted" marker),
-``l`` the ids of all its tasks. ``F\x00<finished ms><id>`` orders finished workflows for
-retention (workflow ids never start with NUL).
+``F<id>\x00``, so purging a finished workflow is one range: ``w`` the workflow record,
+``n<node>`` a node of its tree, ``m<node>`` a group's member specs, ``c<node>`` a group's
+O(1) progress counter, ``o<node>`` / ``o<node>\x00<m>`` the first final outcome of a task
+node / of a group's member m (also the "counted" marker), ``l`` the ids of all its tasks. ``F\x00<finished ms><id>`` orders finished workflows
+for retention (workflow ids never start with NUL).
 
 Each task is in exactly one of the R, S, L, X indexes, chosen by its status: pending in R,
 scheduled and failed (waiting for a retry) in S, running in L, completed/dead/cancelled in X.
@@ -139,6 +139,12 @@ def flow_tasks(flow_id: str) -> bytes:
 
 def flow_node(flow_id: str, node: str) -> bytes:
     return flow_prefix(flow_id) + b"n" + node.encode()
+
+
+def flow_members(flow_id: str, node: str) -> bytes:
+    """A group's member task specs, apart from its node record (read at start and by views,
+    never by a member's completion)."""
+    return flow_prefix(flow_id) + b"m" + node.encode()
 
 
 def flow_counter(flow_id: str, node: str) -> bytes:

@@ -38,7 +38,7 @@ class WorkflowService:
         if isinstance(task_limit, bool) or not isinstance(task_limit, int) or not (
                 0 <= task_limit <= MAX_VIEW_TASKS):
             raise self._error(errors.BADREQ, f"limit: expected 0-{MAX_VIEW_TASKS}")
-        found = workflows.view(self.store.get_json, flow_id, task_limit)
+        found = workflows.view(self.store, flow_id, task_limit)
         if found is None:
             if not self.log.caught_up():
                 raise self._error(errors.UNAVAILABLE,

@@ -46,7 +46,7 @@ def fail(h, job, now, retry=True, worker="w1"):
 
 
 def view(h, flow_id="wf1", limit=100_000):
-    return wf.view(h.store.get_json, flow_id, limit)
+    return wf.view(h.store, flow_id, limit)
 
 
 def chord(n, **extra):

@@ -28,6 +28,10 @@ ones finish, but nothing further is submitted.
 
 from __future__ import annotations
 
+import orjson  # the broker's JSON library (taskqueue/jsonutil.py): Fragment splices raw JSON
+
+import rocksdict
+
 from broker import keys
 from broker.commands import tasks
 from broker.model import CANCELLED, COMPLETED, FINISHED, RUNNING, Rejected
@@ -64,6 +68,9 @@ def submit_workflow(m, now: int, flat: dict, depth_limit: int):
     ov.put(keys.flow(flow_id), jsonutil.dumps(record))
     ov.put(keys.flow_tasks(flow_id), jsonutil.dumps(flat["tasks"]))
     for nid, node in nodes.items():
+        if node["k"] == "group":  # the specs apart: a member's completion never reads them
+            ov.put(keys.flow_members(flow_id, nid), jsonutil.dumps(node["members"]))
+            node = dict(node, members=None, n=len(node["members"]))
         ov.put(keys.flow_node(flow_id, nid), jsonutil.dumps(node))
     _Flow(m, flow_id, now).start(flat["root"], None)
     return _summary(m.load_json(keys.flow(flow_id)))
@@ -147,9 +154,9 @@ def on_transition(m, task: dict, old_status, new_status: str, now: int) -> None:
     record = m.load_json(keys.flow(flow_id))
     if record is None or record["status"] in W_FINISHED:
         return  # cancelled or over: nothing follows
-    outcome = {"id": task["id"], "s": new_status, "r": task.get("result"),
-               "e": None if new_status == COMPLETED else (task.get("error") or new_status)}
-    m.overlay.put(marker, jsonutil.dumps(outcome))
+    m.overlay.put(marker, encode_outcome(
+        task["id"], new_status, task.get("result"),
+        None if new_status == COMPLETED else (task.get("error") or new_status)))
     flow = _Flow(m, flow_id, now)
     if member is None:
         flow.node_done(nid, new_status == COMPLETED)
@@ -183,7 +190,7 @@ class _Flow:
             if not self._submit(node["spec"], {"w": self.id, "n": nid}, handed):
                 self.node_done(nid, False)
             return
-        members = node["members"]
+        members = self.m.load_json(keys.flow_members(self.id, nid))
         self.m.overlay.put(keys.flow_counter(self.id, nid), jsonutil.dumps(
             {"n": len(members), COMPLETED: 0, "dead": 0, CANCELLED: 0}))
         for i, spec in enumerate(members):
@@ -198,9 +205,8 @@ class _Flow:
 
     def _lost_member(self, nid: str, i: int, task_id: str) -> None:
         """A member whose id a task outside the workflow took meanwhile: it counts as dead."""
-        marker = keys.flow_outcome(self.id, nid, i)
-        self.m.overlay.put(marker, jsonutil.dumps(
-            {"id": task_id, "s": "dead", "r": None, "e": "task id taken by another task"}))
+        self.m.overlay.put(keys.flow_outcome(self.id, nid, i), encode_outcome(
+            task_id, "dead", None, "task id taken by another task"))
         self.member_done(nid, "dead")
 
     def member_done(self, nid: str, status: str) -> None:
@@ -216,16 +222,40 @@ class _Flow:
         if group["cb"] is None:
             self.node_done(nid, ok)
         elif ok or group["on_error"] == "callback":
-            # The one O(N) step: the members' outcomes, read once, in member order.
-            outcomes = [self.m.load_json(keys.flow_outcome(self.id, nid, i))
-                        for i in range(counter["n"])]
-            self.start(group["cb"], {
-                "results": [o["r"] if o["s"] == COMPLETED else None for o in outcomes],
-                "errors": [None if o["s"] == COMPLETED else
-                           {"id": o["id"], "status": o["s"], "error": o["e"]}
-                           for o in outcomes]})
+            self.start(group["cb"], self.members_handed(nid, counter["n"], ok))
         else:
             self.node_done(nid, False)
+
+    def members_handed(self, nid: str, n: int, all_completed: bool) -> dict:
+        """What a chord's callback receives: ``results`` and ``errors`` in member order.
+
+        The one O(N) step of a chord, run once. When every member completed (the common
+        case) the results are spliced from the stored outcomes' result bytes without
+        decoding them (orjson.Fragment): at 10,000 members decoding was most of the cost."""
+        ov = self.m.overlay
+        base = keys.flow_outcome(self.id, nid) + b"\x00"
+        # One forward scan of the contiguous outcome keys (member order: big-endian
+        # indexes), ~3x faster than point reads at 10,000 members; then the outcomes this
+        # entry wrote itself, which are not in RocksDB yet. An outcome is written once and
+        # never overwritten, so a stored one is never stale.
+        raw = [None] * n
+        options = rocksdict.ReadOptions()
+        options.set_iterate_upper_bound(keys.prefix_end(base))
+        offset = len(base)
+        for key, value in ov.store.db.items(from_key=base, read_opt=options):
+            raw[keys.read_u64(key, offset)] = value
+        puts = ov.puts
+        for i, value in enumerate(raw):
+            if value is None:
+                raw[i] = puts[base + keys.u64(i)]
+        if all_completed:
+            results = b"[" + b",".join(r[r.index(b"\n") + 1:] for r in raw) + b"]"
+            return {"results": orjson.Fragment(results), "errors": [None] * n}
+        outcomes = [decode_outcome(r) for r in raw]
+        return {"results": [o["r"] if o["s"] == COMPLETED else None for o in outcomes],
+                "errors": [None if o["s"] == COMPLETED else
+                           {"id": o["id"], "status": o["s"], "error": o["e"]}
+                           for o in outcomes]}
 
     def node_done(self, nid: str, ok: bool) -> None:
         """Node ``nid`` finished (``ok``: it completed): start what follows it."""
@@ -254,15 +284,32 @@ class _Flow:
         a chord's callback result, a chain's last step's result."""
         node = self.node(nid)
         if node["k"] == "task":
-            outcome = self.m.load_json(keys.flow_outcome(self.id, nid))
+            outcome = decode_outcome(self.m.overlay.get(keys.flow_outcome(self.id, nid)))
             return None if outcome is None else outcome["r"]
         if node["k"] == "chain":
             return self.result(node["steps"][-1])
         if node["cb"] is not None:
             return self.result(node["cb"])
-        outcomes = [self.m.load_json(keys.flow_outcome(self.id, nid, i))
-                    for i in range(len(node["members"]))]
+        outcomes = [decode_outcome(self.m.overlay.get(keys.flow_outcome(self.id, nid, i)))
+                    for i in range(node["n"])]
         return [o["r"] if o else None for o in outcomes]
+
+
+def encode_outcome(task_id: str, status: str, result, error) -> bytes:
+    """A counted task's outcome: a JSON header, a newline, the result's JSON. The result
+    stays apart so a chord's callback payload can splice it in undecoded; orjson never
+    writes a raw newline, so the first one ends the header."""
+    return jsonutil.dumps({"id": task_id, "s": status, "e": error}) + b"\n" + jsonutil.dumps(
+        result)
+
+
+def decode_outcome(raw: bytes | None) -> dict | None:
+    if raw is None:
+        return None
+    header, _, result = raw.partition(b"\n")
+    outcome = jsonutil.loads(header)
+    outcome["r"] = jsonutil.loads(result)
+    return outcome
 
 
 def _receives(flow: _Flow, node: dict) -> bool:
@@ -296,11 +343,12 @@ def _summary(record: dict) -> dict:
 
 # ---------------------------------------------------------------- read side (service)
 
-def view(store_get, flow_id: str, task_limit: int) -> dict | None:
-    """The workflow as clients see it, from the store (``store_get(key) -> JSON or None``):
+def view(store, flow_id: str, task_limit: int) -> dict | None:
+    """The workflow as clients see it, from ``store`` (a :class:`broker.store.Store`):
     its record, each group's O(1) progress, and up to ``task_limit`` of its tasks in tree
     order with their status. A task not submitted yet shows ``waiting`` while the workflow
     is active and ``cancelled`` once it is over (it never ran)."""
+    store_get, raw_get = store.get_json, store.get
     record = store_get(keys.flow(flow_id))
     if record is None:
         return None
@@ -321,13 +369,14 @@ def view(store_get, flow_id: str, task_limit: int) -> dict | None:
         counter = store_get(keys.flow_counter(flow_id, nid))
         kind = "chord" if node["cb"] is not None else "group"
         groups.append({"node": nid, "kind": kind, "role": role or kind,
-                       "size": len(node["members"]), "on_error": node["on_error"],
+                       "size": node["n"], "on_error": node["on_error"],
                        "started": counter is not None,
                        "completed": counter[COMPLETED] if counter else 0,
                        "dead": counter["dead"] if counter else 0,
                        "cancelled": counter[CANCELLED] if counter else 0})
         prefix = role or kind
-        for i, spec in enumerate(node["members"]):
+        members = store_get(keys.flow_members(flow_id, nid)) if len(rows) < task_limit else []
+        for i, spec in enumerate(members):
             if len(rows) >= task_limit:
                 break
             add(spec["id"], f"{prefix}.member[{i}]", keys.flow_outcome(flow_id, nid, i))
@@ -342,7 +391,7 @@ def view(store_get, flow_id: str, task_limit: int) -> dict | None:
             rows.append({"id": task_id, "role": role, "status": task["status"],
                          "result": task.get("result"), "error": task.get("error")})
             return
-        outcome = store_get(outcome_key)  # its record was purged, or it never ran
+        outcome = decode_outcome(raw_get(outcome_key))  # its record was purged, or never ran
         if outcome is not None:
             rows.append({"id": task_id, "role": role, "status": outcome["s"],
                          "result": outcome["r"], "error": outcome["e"]})
