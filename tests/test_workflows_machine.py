@@ -267,3 +267,14 @@ def test_member_completion_cost_does_not_grow_with_the_chord(tmp_path):
           f"10,000 members {big_time * 1e6:.0f} us / {big_writes} writes")
     assert big_writes == small_writes  # the same keys: task, indexes, outcome, counter
     assert big_time < small_time * 5 + 0.0005  # O(1): not 100x (generous for a busy host)
+
+
+def test_a_chain_of_1000_steps_hands_each_result_on(h):
+    steps = [t(payload=i, pass_result=i > 0, queue="chain") for i in range(1000)]
+    submit(h, {"chain": steps})
+    for k in range(1000):
+        [job] = h.apply(["claim", 2000 + k, "w1", ["chain"], 10, 30_000])  # one at a time
+        if k:
+            assert job["payload"] == {"previous": k - 1, "payload": k}
+        ack(h, job, 2000 + k, k)
+    assert view(h, limit=0)["status"] == "completed"
