@@ -110,6 +110,9 @@ def test_member_that_ends_twice_counts_once(h):
     [b2] = claim_all(h, 40_006)
     ack(h, b2, 40_007, "b")  # completes now, but its first final outcome was the count
     assert h.task("wf1.3") is None
+    progress = view(h)
+    assert progress["status"] == "running"  # c is still out: the chord is not over
+    assert (progress["groups"][0]["completed"], progress["groups"][0]["dead"]) == (1, 1)
     ack(h, c, 40_008, "c")
     got = view(h)
     assert got["groups"][0]["completed"] == 2 and got["groups"][0]["dead"] == 1
