@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -27,7 +28,11 @@ def add_parser(add) -> None:
     g = actions.add_parser("get", help="a workflow's status, group progress and tasks")
     g.add_argument("id")
     g.add_argument("--limit", type=int, default=None, help="at most this many tasks")
-    actions.add_parser("cancel", help="cancel what has not run yet").add_argument("id")
+    c = actions.add_parser("cancel", help="cancel what has not run yet")
+    c.add_argument("id")
+    for action in (s, g, c):  # --json after the action too, like every other subcommand
+        action.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                            help="print JSON instead of tables")
 
 
 def run(client, args):

@@ -74,7 +74,7 @@ def test_rest_and_admin_see_and_cancel_a_workflow(node):
         return subprocess.run([sys.executable, "-m", "admin.cli", "--broker-addr", node.addr,
                                *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
-    shown = admin("--json", "workflows", "get", "rest-flow")
+    shown = admin("workflows", "get", "rest-flow", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "pending"
     cancelled = admin("workflows", "cancel", "rest-flow")
     assert cancelled.returncode == 0 and "3 tasks cancelled" in cancelled.stdout
