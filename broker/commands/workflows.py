@@ -107,8 +107,8 @@ def purge_workflows(m, now: int, cutoff_ms: int, limit: int):
             continue
         prefix = keys.flow_prefix(flow_id.decode())
         whole = True
-        for key, _ in m.store.scan(prefix, keys.prefix_end(prefix), limit - deleted + 1):
-            if key in ov.deleted:
+        for key, _ in m.store.scan(prefix, keys.prefix_end(prefix)):  # a lazy iterator
+            if key in ov.deleted:  # deleted by an earlier command of this entry
                 continue
             if deleted >= limit:
                 whole = False
