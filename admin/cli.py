@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterator
 
 from admin import output
+from admin import workflows
 from taskqueue.client import Client
 from taskqueue.errors import BrokerError, ConnectionLost
 from taskqueue.tlsutil import client_context_from_paths
@@ -332,6 +333,7 @@ COMMANDS = {
     "submit": (cmd_submit, show_task_state),
     "import": (cmd_import, show_import),
     "hash-key": (None, lambda r: print(r["key_hash"])),
+    "workflows": (workflows.run, workflows.show),
 }
 CHECKS = {"cluster-status": check_cluster}
 
@@ -438,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=10)
     add("import", "submit the tasks of a JSON array file (tq-admin list output) in bulk, "
         "with a progress bar").add_argument("file", help="file, or - for standard input")
+    workflows.add_parser(add)
     p = add("submit", "submit one task (handy for smoke tests)")
     p.add_argument("type")
     p.add_argument("--payload", default="null", help="JSON (default null)")
@@ -515,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                     return EXIT_BROKER_ERROR
             else:
                 return _exit_code(args, _run_once(client, args))
-    except UsageError as exc:
+    except (UsageError, workflows.UsageError) as exc:
         print(f"tq-admin: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokerError as exc:

@@ -1,7 +1,8 @@
 """``python -m bench``: single-node figures for the task queue.
 
 Prints submit throughput (single and bulk), drain throughput with worker processes on no-op
-tasks, and round-trip latency p50/p99 (submit, then wait for completion). Starts its own
+tasks, and round-trip latency p50/p99 (submit, then wait for completion), and the time from a chord's
+last member ACK to its callback being fetchable. Starts its own
 broker (``wal_sync_interval_ms`` 100 by default) unless ``--broker-addr`` names a running one.
 ``--backlog N`` also loads N pending tasks and reports the broker's RSS and restart time.
 ``--json`` prints one JSON object instead of the table.
@@ -15,7 +16,7 @@ import os
 import sys
 import time
 
-from bench import figures
+from bench import figures, workflows
 from bench.procs import LocalBroker, wait_for_ping
 
 
@@ -30,6 +31,9 @@ def parse_args(argv):
     p.add_argument("--wal-sync-interval-ms", type=int, default=100)
     p.add_argument("--backlog", type=int, default=0,
                    help="also measure RSS and restart time with this many pending tasks")
+    p.add_argument("--chord-members", type=int, default=1000,
+                   help="members of the chord timed for last-ACK-to-callback (0: skip)")
+    p.add_argument("--chord-samples", type=int, default=20)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -54,6 +58,9 @@ def main(argv=None) -> int:
         out["drain_per_sec"] = round(figures.drain(addr, args.tasks, args.workers,
                                                    args.concurrency))
         out["round_trip"] = figures.round_trip(addr, args.latency_samples, 4)
+        if args.chord_members:
+            out["chord_callback"] = workflows.chord_callback_latency(
+                addr, args.chord_members, args.chord_samples)
         if broker is not None:
             out["broker_rss_mb"] = round(broker.rss_mb(), 1)
         if args.backlog and broker is not None:
@@ -94,6 +101,10 @@ def print_table(out: dict) -> None:
     rt = out.pop("round_trip")
     out["round_trip_p50_ms"] = rt["p50_ms"]
     out["round_trip_p99_ms"] = rt["p99_ms"]
+    chord = out.pop("chord_callback", None)
+    if chord:  # last member's ACK -> callback fetched (docs/workflows.md)
+        out[f"chord_{chord['members']}_last_ack_to_callback_p50_ms"] = chord["p50_ms"]
+        out[f"chord_{chord['members']}_last_ack_to_callback_max_ms"] = chord["max_ms"]
     width = max(len(k) for k in out)
     for key, value in out.items():
         print(f"{key:<{width}}  {value}")

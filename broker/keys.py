@@ -14,9 +14,17 @@ prefix     key                                                         value
 ``W``      worker id                                                   worker record (JSON)
 ``Q``      queue name                                                  rate/concurrency limit
                                                                        and its bucket (JSON)
+``F``      workflow id, NUL, table letter, rest (see below)                workflow records
 ``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``,      JSON
            ``restored``, ``restorelogged``, ``limitsconfig``)
 =========  ==========================================================  =================
+
+Workflows (broker/commands/workflows.py) keep every record of one workflow under
+``F<id>\x00``, so purging a finished workflow is one range: ``w`` the workflow record,
+``n<node>`` a node of its tree, ``m<node>`` a group's member specs, ``c<node>`` a group's
+O(1) progress counter, ``o<node>`` / ``o<node>\x00<m>`` the first final outcome of a task
+node / of a group's member m (also the "counted" marker), ``l`` the ids of all its tasks. ``F\x00<finished ms><id>`` orders finished workflows
+for retention (workflow ids never start with NUL).
 
 Each task is in exactly one of the R, S, L, X indexes, chosen by its status: pending in R,
 scheduled and failed (waiting for a retry) in S, running in L, completed/dead/cancelled in X.
@@ -42,6 +50,8 @@ IDEMPOTENCY = b"I"
 WORKER = b"W"
 META = b"M"
 LIMIT = b"Q"  # broker/commands/limits.py
+FLOW = b"F"
+FLOW_FINISHED = b"F\x00"
 
 META_APPLIED = b"Mapplied"
 META_SEQ = b"Mseq"
@@ -121,3 +131,43 @@ def prefix_end(prefix: bytes) -> bytes:
     if not trimmed:
         raise ValueError("prefix of only 0xff bytes has no end")
     return trimmed[:-1] + bytes((trimmed[-1] + 1,))
+
+
+def flow_prefix(flow_id: str) -> bytes:
+    """Every key of one workflow starts with this (broker/commands/workflows.py)."""
+    return FLOW + flow_id.encode() + b"\x00"
+
+
+def flow(flow_id: str) -> bytes:
+    return flow_prefix(flow_id) + b"w"
+
+
+def flow_tasks(flow_id: str) -> bytes:
+    return flow_prefix(flow_id) + b"l"
+
+
+def flow_node(flow_id: str, node: str) -> bytes:
+    return flow_prefix(flow_id) + b"n" + node.encode()
+
+
+def flow_members(flow_id: str, node: str) -> bytes:
+    """A group's member task specs, apart from its node record (read at start and by views,
+    never by a member's completion)."""
+    return flow_prefix(flow_id) + b"m" + node.encode()
+
+
+def flow_counter(flow_id: str, node: str) -> bytes:
+    return flow_prefix(flow_id) + b"c" + node.encode()
+
+
+def flow_outcome(flow_id: str, node: str, member: int | None = None) -> bytes:
+    key = flow_prefix(flow_id) + b"o" + node.encode()
+    return key if member is None else key + b"\x00" + _U64.pack(member)
+
+
+def flow_finished(finished_ms: int, flow_id: str) -> bytes:
+    return FLOW_FINISHED + _U64.pack(finished_ms) + flow_id.encode()
+
+
+def flow_finished_until(cutoff_ms: int) -> bytes:
+    return FLOW_FINISHED + _U64.pack(cutoff_ms)

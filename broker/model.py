@@ -36,12 +36,13 @@ class Rejected:
 
 
 # The machine's own fields in a task record; clients never see them.
-INTERNAL_FIELDS = ("_seq", "_changed_ms", "_run_ms", "_lease_ms", "_token")
+# ``_wf``: the workflow a task belongs to and its place in it (broker/commands/workflows.py).
+INTERNAL_FIELDS = ("_seq", "_changed_ms", "_run_ms", "_lease_ms", "_token", "_wf")
 
 
 def public(task: dict) -> dict:
     """The task object clients see: the record without the machine's ``_`` fields."""
-    out = task.copy()  # a C-level copy plus five pops beats a comprehension over ~25 keys
+    out = task.copy()  # a C-level copy plus six pops beats a comprehension over ~25 keys
     for name in INTERNAL_FIELDS:
         out.pop(name, None)
     return out

@@ -23,6 +23,7 @@ from broker.log.base import Log, NotLeader, Unavailable
 from broker.machine import FINISHED, STATUSES, TOTALS, Rejected, public
 from broker.store import Store
 from broker.waiters import TaskWaiters, TooManyWaiters
+from broker.workflow_service import WorkflowService
 from taskqueue import errors, jsonutil
 
 MAX_FETCH = 1000
@@ -44,7 +45,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Service:
+class Service(WorkflowService):
     def __init__(self, config: Config, store: Store, log: Log, auth: Authenticator):
         self.config = config
         self.store = store
@@ -66,6 +67,9 @@ class Service:
         log.on_finished = self.task_waiters.notify
 
     # -------------------------------------------------------------------- plumbing
+
+    _now = staticmethod(now_ms)  # for the family mixins (broker/workflow_service.py)
+    _error = ServiceError
 
     async def _propose(self, command: list):
         try:

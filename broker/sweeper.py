@@ -89,6 +89,11 @@ class Sweeper:
             while self._purgeable(cutoff):
                 if await propose(["purge", now, cutoff, BATCH]) < BATCH:
                     break
+            # Finished workflows' own records (broker/commands/workflows.py), same retention.
+            while self.service.store.first_key(keys.FLOW_FINISHED,
+                                               keys.flow_finished_until(cutoff)):
+                if await propose(["purge_workflows", now, cutoff, BATCH]) < BATCH:
+                    break
 
     def _stale_workers(self, cutoff_ms: int) -> bool:
         store = self.service.store

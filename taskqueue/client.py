@@ -313,6 +313,22 @@ class _Commands:
     def cluster(self):
         return self._call("CLUSTER")
 
+    # -- workflows (docs/workflows.md; taskqueue/canvas.py builds the request)
+    def submit_workflow(self, workflow: Any, id: str | None = None):
+        """Submit a workflow tree (a dict, or a canvas chain/group/chord/signature) as one
+        request, accepted or rejected whole; returns ``{"id", "status", "size"}``. An id is
+        generated when none is given, so re-sending after a lost connection is harmless."""
+        tree = workflow.to_tree() if hasattr(workflow, "to_tree") else workflow
+        return self._call("WORKFLOW-SUBMIT", {"id": id or new_task_id(), "workflow": tree})
+
+    def get_workflow(self, id: str, limit: int | None = None):
+        """The workflow: status, its groups' progress, its tasks (up to ``limit``)."""
+        arg = {"id": id} if limit is None else {"id": id, "limit": limit}
+        return self._call("WORKFLOW-GET", arg)
+
+    def cancel_workflow(self, id: str):
+        return self._call("WORKFLOW-CANCEL", {"id": id})
+
 
 class _Endpoint:
     """What both clients share: addresses, the HELLO document, TLS and redirect handling."""

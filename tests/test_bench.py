@@ -11,14 +11,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 FIGURES = ("submit_single_per_sec", "submit_single_pipelined_per_sec", "submit_bulk_per_sec",
-           "submit_bulk_pipelined_per_sec", "drain_per_sec", "round_trip", "broker_rss_mb")
+           "submit_bulk_pipelined_per_sec", "drain_per_sec", "round_trip", "broker_rss_mb",
+           "chord_callback")
 
 
 @pytest.mark.slow
 def test_bench_prints_every_figure_as_json():
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--json", "-n", "2000", "--single-tasks", "300",
-         "--latency-samples", "30"],
+         "--latency-samples", "30", "--chord-members", "50", "--chord-samples", "3"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout.strip().splitlines()[-1])
@@ -28,3 +29,5 @@ def test_bench_prints_every_figure_as_json():
             assert figures[name] > 0, name
     assert figures["round_trip"]["samples"] == 30
     assert 0 < figures["round_trip"]["p50_ms"] <= figures["round_trip"]["p99_ms"]
+    assert figures["chord_callback"]["members"] == 50
+    assert 0 < figures["chord_callback"]["p50_ms"] <= figures["chord_callback"]["max_ms"]

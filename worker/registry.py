@@ -144,9 +144,24 @@ def _producible(fn: Callable, task_name: str) -> Callable:
 
         return producer.submit(task_name, payload, **options)
 
+    def s(payload: Any = None, **options: Any):
+        """A signature for a workflow (taskqueue/canvas.py): in a chain it receives the
+        previous step's result."""
+        from taskqueue.canvas import Signature
+
+        return Signature(task_name, payload, **options)
+
+    def si(payload: Any = None, **options: Any):
+        """An immutable signature: in a chain it does not receive the previous result."""
+        from taskqueue.canvas import Signature
+
+        return Signature(task_name, payload, immutable=True, **options)
+
     try:
         fn.task_name = task_name
         fn.submit = submit
+        fn.s = s
+        fn.si = si
     except (AttributeError, TypeError):  # a callable without a __dict__ (a builtin)
         pass
     return fn

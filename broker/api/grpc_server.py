@@ -28,6 +28,7 @@ from broker import validation as v
 from broker.api.health import HEALTHY, node_health
 from broker.api import taskqueue_pb2 as pb
 from broker.api import taskqueue_pb2_grpc as pb_grpc
+from broker.api.grpc_workflows import WorkflowsServicer
 from broker.auth import AuthError
 from broker.machine import STATUSES
 from broker.service import ServiceError
@@ -37,6 +38,7 @@ log = logging.getLogger("tq.grpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TaskQueue"].full_name  # tq.v1.TaskQueue
 LIMITS_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Limits"].full_name  # tq.v1.Limits
+WORKFLOWS_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Workflows"].full_name
 HEALTH_REFRESH_SECS = 1.0
 
 SC = grpc.StatusCode
@@ -423,14 +425,16 @@ class GrpcServer:
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 64 << 20)),
         ])
-        pb_grpc.add_TaskQueueServicer_to_server(
-            TaskQueueServicer(self.broker.service, self.broker.auth), server)
+        tasks = TaskQueueServicer(self.broker.service, self.broker.auth)
+        pb_grpc.add_TaskQueueServicer_to_server(tasks, server)
         pb_grpc.add_LimitsServicer_to_server(
             LimitsServicer(self.broker.service, self.broker.auth), server)
+        pb_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(tasks), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, LIMITS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            (SERVICE_NAME, LIMITS_SERVICE_NAME, WORKFLOWS_SERVICE_NAME,
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if ssl is not None:

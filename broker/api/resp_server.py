@@ -493,6 +493,18 @@ class RespConnection(asyncio.Protocol):
     def cmd_cluster(self, arg, size):
         return self.service.cluster(self.principal)
 
+    # Workflows (docs/workflows.md): one request carries the whole tree.
+
+    def cmd_workflow_submit(self, arg, size):
+        return self.service.submit_workflow(self.principal, arg)
+
+    def cmd_workflow_get(self, arg, size):
+        arg = v.obj(arg)
+        return self.service.get_workflow(self.principal, arg.get("id"), arg.get("limit"))
+
+    def cmd_workflow_cancel(self, arg, size):
+        return self.service.cancel_workflow(self.principal, v.obj(arg).get("id"))
+
 
 LOCAL, READ, WRITE, EAGER = "local", "read", "write", "eager"
 
@@ -543,6 +555,9 @@ COMMANDS = {
     b"STATS": Command(C.cmd_stats, READ, arg=False),
     b"SNAPSHOT": Command(C.cmd_snapshot, WRITE),
     b"CLUSTER": Command(C.cmd_cluster, READ, arg=False),
+    b"WORKFLOW-SUBMIT": Command(C.cmd_workflow_submit, WRITE),
+    b"WORKFLOW-GET": Command(C.cmd_workflow_get, READ),
+    b"WORKFLOW-CANCEL": Command(C.cmd_workflow_cancel, WRITE),
 }
 
 

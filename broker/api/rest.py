@@ -342,6 +342,33 @@ class RestServer:
             principal = await self._principal(request)
             return json_response(service.cluster(principal))
 
+        # -- workflows (docs/workflows.md)
+
+        @app.post(f"{PREFIX}/workflows")
+        async def submit_workflow(request):
+            principal = await self._principal(request)
+            body, _ = self._body(request)
+            result = await service.submit_workflow(principal, body)
+            return json_response(result, 200 if result.get("duplicate") else 201)
+
+        @app.get(f"{PREFIX}/workflows/<flow_id:str>")
+        async def get_workflow(request, flow_id):
+            principal = await self._principal(request)
+            limit = request.args.get("limit")
+            if limit not in (None, ""):
+                try:
+                    limit = int(limit)
+                except ValueError:
+                    raise v.Invalid(f"limit: expected an integer, got {limit!r}") from None
+            else:
+                limit = None
+            return json_response(service.get_workflow(principal, flow_id, limit))
+
+        @app.post(f"{PREFIX}/workflows/<flow_id:str>/cancel")
+        async def cancel_workflow(request, flow_id):
+            principal = await self._principal(request)
+            return json_response(await service.cancel_workflow(principal, flow_id))
+
         @app.post(f"{PREFIX}/snapshots")
         async def snapshot(request):
             principal = await self._principal(request)

@@ -455,3 +455,99 @@ class ClearLimitResponse(_message.Message):
     queue: str
     cleared: bool
     def __init__(self, queue: _Optional[str] = ..., cleared: _Optional[bool] = ...) -> None: ...
+
+class SubmitWorkflowRequest(_message.Message):
+    __slots__ = ("id", "workflow_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    workflow_json: str
+    def __init__(self, id: _Optional[str] = ..., workflow_json: _Optional[str] = ...) -> None: ...
+
+class WorkflowRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetWorkflowRequest(_message.Message):
+    __slots__ = ("id", "limit")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    limit: int
+    def __init__(self, id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class WorkflowSummary(_message.Message):
+    __slots__ = ("id", "status", "size", "duplicate", "cancelled_tasks")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: str
+    size: int
+    duplicate: bool
+    cancelled_tasks: int
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., size: _Optional[int] = ..., duplicate: _Optional[bool] = ..., cancelled_tasks: _Optional[int] = ...) -> None: ...
+
+class WorkflowGroup(_message.Message):
+    __slots__ = ("node", "kind", "role", "size", "on_error", "started", "completed", "dead", "cancelled")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ON_ERROR_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    kind: str
+    role: str
+    size: int
+    on_error: str
+    started: bool
+    completed: int
+    dead: int
+    cancelled: int
+    def __init__(self, node: _Optional[str] = ..., kind: _Optional[str] = ..., role: _Optional[str] = ..., size: _Optional[int] = ..., on_error: _Optional[str] = ..., started: _Optional[bool] = ..., completed: _Optional[int] = ..., dead: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
+
+class WorkflowTask(_message.Message):
+    __slots__ = ("id", "role", "status", "result_json", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    role: str
+    status: str
+    result_json: str
+    error: str
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[str] = ..., status: _Optional[str] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Workflow(_message.Message):
+    __slots__ = ("id", "status", "size", "created_at", "updated_at", "finished_at", "error", "groups", "tasks", "tasks_truncated")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: str
+    size: int
+    created_at: float
+    updated_at: float
+    finished_at: float
+    error: str
+    groups: _containers.RepeatedCompositeFieldContainer[WorkflowGroup]
+    tasks: _containers.RepeatedCompositeFieldContainer[WorkflowTask]
+    tasks_truncated: bool
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., size: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[WorkflowGroup, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[WorkflowTask, _Mapping]]] = ..., tasks_truncated: _Optional[bool] = ...) -> None: ...

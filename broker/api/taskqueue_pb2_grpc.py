@@ -832,3 +832,175 @@ class Limits:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class WorkflowsStub:
+    """------------------------------------------------------------------------- Workflows
+    Chains, groups and chords (docs/workflows.md): the same operations as RESP's
+    WORKFLOW-SUBMIT / WORKFLOW-GET / WORKFLOW-CANCEL and REST's /api/v1/workflows.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SubmitWorkflow = channel.unary_unary(
+                '/tq.v1.Workflows/SubmitWorkflow',
+                request_serializer=taskqueue__pb2.SubmitWorkflowRequest.SerializeToString,
+                response_deserializer=taskqueue__pb2.WorkflowSummary.FromString,
+                _registered_method=True)
+        self.GetWorkflow = channel.unary_unary(
+                '/tq.v1.Workflows/GetWorkflow',
+                request_serializer=taskqueue__pb2.GetWorkflowRequest.SerializeToString,
+                response_deserializer=taskqueue__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.CancelWorkflow = channel.unary_unary(
+                '/tq.v1.Workflows/CancelWorkflow',
+                request_serializer=taskqueue__pb2.WorkflowRef.SerializeToString,
+                response_deserializer=taskqueue__pb2.WorkflowSummary.FromString,
+                _registered_method=True)
+
+
+class WorkflowsServicer:
+    """------------------------------------------------------------------------- Workflows
+    Chains, groups and chords (docs/workflows.md): the same operations as RESP's
+    WORKFLOW-SUBMIT / WORKFLOW-GET / WORKFLOW-CANCEL and REST's /api/v1/workflows.
+
+    """
+
+    def SubmitWorkflow(self, request, context):
+        """The whole tree in one request, accepted or rejected whole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelWorkflow(self, request, context):
+        """Cancels the workflow's tasks that have not started; nothing further is submitted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WorkflowsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SubmitWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitWorkflow,
+                    request_deserializer=taskqueue__pb2.SubmitWorkflowRequest.FromString,
+                    response_serializer=taskqueue__pb2.WorkflowSummary.SerializeToString,
+            ),
+            'GetWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflow,
+                    request_deserializer=taskqueue__pb2.GetWorkflowRequest.FromString,
+                    response_serializer=taskqueue__pb2.Workflow.SerializeToString,
+            ),
+            'CancelWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelWorkflow,
+                    request_deserializer=taskqueue__pb2.WorkflowRef.FromString,
+                    response_serializer=taskqueue__pb2.WorkflowSummary.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tq.v1.Workflows', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tq.v1.Workflows', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Workflows:
+    """------------------------------------------------------------------------- Workflows
+    Chains, groups and chords (docs/workflows.md): the same operations as RESP's
+    WORKFLOW-SUBMIT / WORKFLOW-GET / WORKFLOW-CANCEL and REST's /api/v1/workflows.
+
+    """
+
+    @staticmethod
+    def SubmitWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Workflows/SubmitWorkflow',
+            taskqueue__pb2.SubmitWorkflowRequest.SerializeToString,
+            taskqueue__pb2.WorkflowSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Workflows/GetWorkflow',
+            taskqueue__pb2.GetWorkflowRequest.SerializeToString,
+            taskqueue__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Workflows/CancelWorkflow',
+            taskqueue__pb2.WorkflowRef.SerializeToString,
+            taskqueue__pb2.WorkflowSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -15,9 +15,10 @@ a :class:`broker.model.Rejected`; it never raises on bad input.
 
 from __future__ import annotations
 
-from broker.commands import cluster, housekeeping, limits, queues, tasks, workers
+from broker.commands import (cluster, housekeeping, limits, queues, tasks, workers,
+                             workflows)
 
-FAMILIES = (tasks, workers, queues, housekeeping, cluster, limits)
+FAMILIES = (tasks, workers, queues, housekeeping, cluster, limits, workflows)
 
 
 def _gather():

@@ -14,7 +14,9 @@ from broker.model import (
 from taskqueue import errors
 
 
-def submit(m, now: int, spec: dict, depth_limit: int):
+def submit(m, now: int, spec: dict, depth_limit: int, *, workflow: dict | None = None):
+    """``workflow``: the hidden reference (``_wf``) of a task a workflow submits
+    (broker/commands/workflows.py); never part of a client's command."""
     ov = m.overlay
     idem = spec.get("idempotency_key")
     if idem:
@@ -44,6 +46,8 @@ def submit(m, now: int, spec: dict, depth_limit: int):
         "lease_expires_at": None,
         "_run_ms": run_at_ms if delayed else now, "_token": 0,
     }
+    if workflow is not None:
+        task["_wf"] = workflow
     if idem:
         ov.put(keys.idempotency(idem), task_id.encode())
     m.transition(task, SCHEDULED if delayed else PENDING, now, fresh=True)

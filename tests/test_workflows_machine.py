@@ -1,0 +1,283 @@
+"""Workflows in the state machine on a real RocksDB: chords fire exactly once, in the apply
+of the last member's completion; retries delay them; chains advance and stop; cancel; purge;
+per-completion cost independent of the group's size."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from broker import keys
+from broker import validation as v
+from broker.commands import workflows as wf
+from broker.workflow_spec import MAX_NESTING, flatten
+from tests.test_machine import LIMIT, Harness
+
+MAX_PAYLOAD = 1 << 20
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = Harness(tmp_path / "db")
+    yield harness
+    harness.store.close()
+
+
+def t(task_type="echo", **extra):
+    return dict({"type": task_type, "max_retries": 0}, **extra)
+
+
+def submit(h, tree, flow_id="wf1", now=1000):
+    flat = flatten({"id": flow_id, "workflow": tree}, now, MAX_PAYLOAD)
+    return h.apply(["submit_workflow", now, flat, LIMIT])
+
+
+def claim_all(h, now, count=100_000, worker="w1"):
+    return h.apply(["claim", now, worker, ["default"], count, 30_000])
+
+
+def ack(h, job, now, result=None, worker="w1"):
+    return h.apply(["ack", now, job["id"], job["token"], result, worker])
+
+
+def fail(h, job, now, retry=True, worker="w1"):
+    return h.apply(["fail", now, job["id"], job["token"], "boom", None, retry, 0.5, worker])
+
+
+def view(h, flow_id="wf1", limit=100_000):
+    return wf.view(h.store, flow_id, limit)
+
+
+def chord(n, **extra):
+    return dict({"chord": [t(payload=i) for i in range(n)],
+                 "callback": t("sum", payload="cb")}, **extra)
+
+
+def test_chord_callback_fires_once_with_results_in_member_order(h):
+    assert submit(h, chord(3)) == {"id": "wf1", "status": "pending", "size": 4}
+    jobs = claim_all(h, 2000)
+    assert [j["id"] for j in jobs] == ["wf1.0", "wf1.1", "wf1.2"]  # callback not yet there
+    assert view(h)["status"] == "running"
+    # Complete out of order: the callback still gets the results in member order.
+    ack(h, jobs[2], 3000, "r2")
+    ack(h, jobs[0], 3001, "r0")
+    assert h.task("wf1.3") is None  # not early
+    ack(h, jobs[1], 3002, "r1")
+    callback = h.task("wf1.3")  # in the same entry as the last ACK
+    assert callback["status"] == "pending"
+    assert callback["payload"] == {"results": ["r0", "r1", "r2"],
+                                   "errors": [None, None, None], "payload": "cb"}
+    # A repeated ACK of the last member (the client retried) counts nothing again.
+    assert ack(h, jobs[1], 3003, "r1") == "OK"
+    [cb_job] = claim_all(h, 4000)
+    assert cb_job["id"] == "wf1.3" and claim_all(h, 4001) == []
+    ack(h, cb_job, 5000, "total")
+    got = view(h)
+    assert got["status"] == "completed" and got["finished_at"] == 5.0
+    assert got["groups"][0] | {} == {"node": "0", "kind": "chord", "role": "chord",
+                                     "size": 3, "on_error": "fail", "started": True,
+                                     "completed": 3, "dead": 0, "cancelled": 0}
+    assert [r["status"] for r in got["tasks"]] == ["completed"] * 4
+    assert "_wf" not in jobs[0]  # the hidden reference never reaches a client
+
+
+def test_retried_member_delays_the_callback_until_its_final_outcome(h):
+    submit(h, {"chord": [t(max_retries=2), t()], "callback": t("sum")})
+    a, b = claim_all(h, 2000)
+    ack(h, b, 2100, "b")
+    fail(h, a, 2200, retry=True)  # failed -> (retry wait) -> pending: not final
+    assert h.task("wf1.2") is None
+    h.apply(["promote", 10_000, LIMIT])
+    [a2] = claim_all(h, 10_001)
+    assert a2["id"] == "wf1.0" and h.task("wf1.2") is None
+    ack(h, a2, 10_002, "a")
+    assert h.task("wf1.2")["payload"]["results"] == ["a", "b"]
+
+
+def test_member_that_ends_twice_counts_once(h):
+    """A member made to run twice: its lease expired (redelivered), the late holder's ACK is
+    refused by fencing; and a dead member requeued and completed later finds its marker."""
+    submit(h, {"chord": [t(max_retries=1), t(), t()], "callback": t("sum")})
+    [a] = claim_all(h, 2000, count=1)
+    b, c = claim_all(h, 20_000)
+    h.apply(["expire", 33_000, LIMIT])  # a's lease ran out: a back to pending
+    [a2] = claim_all(h, 40_001, worker="w2")
+    assert ack(h, a, 40_002, "late") != "OK"  # the first holder's late ACK: fenced off
+    ack(h, a2, 40_003, "a", worker="w2")
+    fail(h, b, 40_004, retry=False)  # b dead: counted dead
+    h.apply(["requeue", 40_005, "wf1.1"])
+    [b2] = claim_all(h, 40_006)
+    ack(h, b2, 40_007, "b")  # completes now, but its first final outcome was the count
+    assert h.task("wf1.3") is None
+    progress = view(h)
+    assert progress["status"] == "running"  # c is still out: the chord is not over
+    assert (progress["groups"][0]["completed"], progress["groups"][0]["dead"]) == (1, 1)
+    ack(h, c, 40_008, "c")
+    got = view(h)
+    assert got["groups"][0]["completed"] == 2 and got["groups"][0]["dead"] == 1
+    assert got["status"] == "failed" and h.task("wf1.3") is None  # on_error=fail
+
+
+def test_chord_on_error_callback_runs_with_partial_results_and_errors(h):
+    submit(h, {"chord": [t(), t()], "callback": t("sum"), "on_error": "callback"})
+    a, b = claim_all(h, 2000)
+    fail(h, a, 2001, retry=False)
+    ack(h, b, 2002, "b")
+    payload = h.task("wf1.2")["payload"]
+    assert payload["results"] == [None, "b"]
+    assert payload["errors"] == [{"id": "wf1.0", "status": "dead", "error": "boom"}, None]
+
+
+def test_chain_passes_results_and_a_dead_step_stops_it(h):
+    tree = {"chain": [t(payload=1), t(payload=2, pass_result=True),
+                      {"group": [t(), t()], "pass_result": True}, t("last")]}
+    submit(h, tree)
+    [first] = claim_all(h, 2000)
+    assert first["id"] == "wf1.0"
+    ack(h, first, 2001, "one")
+    [second] = claim_all(h, 2002)
+    assert second["payload"] == {"previous": "one", "payload": 2}
+    ack(h, second, 2003, "two")
+    members = claim_all(h, 2004)
+    assert [m["payload"] for m in members] == [{"previous": "two", "payload": None}] * 2
+    ack(h, members[0], 2005, "m0")
+    fail(h, members[1], 2006, retry=False)
+    got = view(h)
+    assert got["status"] == "failed"
+    assert [(r["id"], r["status"]) for r in got["tasks"]] == [
+        ("wf1.0", "completed"), ("wf1.1", "completed"), ("wf1.2", "completed"),
+        ("wf1.3", "dead"), ("wf1.4", "cancelled")]
+    assert h.task("wf1.4") is None and claim_all(h, 3000) == []
+
+
+def test_nested_chord_whose_callback_is_a_chain(h):
+    tree = {"chain": [t("start"),
+                      {"chord": [t(), t()], "callback": {"chain": [t("cb1"),
+                                                                   t("cb2", pass_result=True)]}},
+                      t("after", pass_result=True)]}
+    submit(h, tree)
+    ack(h, claim_all(h, 2000)[0], 2001, "s")
+    for i, job in enumerate(claim_all(h, 2002)):
+        ack(h, job, 2003 + i, i)
+    [cb1] = claim_all(h, 2010)
+    assert cb1["type"] == "cb1" and cb1["payload"]["results"] == [0, 1]
+    ack(h, cb1, 2011, "c1")
+    [cb2] = claim_all(h, 2012)
+    assert cb2["payload"] == {"previous": "c1", "payload": None}
+    ack(h, cb2, 2013, "c2")
+    [after] = claim_all(h, 2014)
+    assert after["payload"]["previous"] == "c2"  # a chord's result is its callback's
+    ack(h, after, 2015, "done")
+    assert view(h)["status"] == "completed"
+
+
+def test_cancel_cancels_what_has_not_run_and_nothing_follows(h):
+    submit(h, chord(3))
+    running = claim_all(h, 2000, count=1)[0]
+    result = h.apply(["cancel_workflow", 2100, "wf1"])
+    assert result["status"] == "cancelled" and result["cancelled_tasks"] == 2
+    assert h.task("wf1.1")["status"] == "cancelled"
+    assert ack(h, running, 2200, "x") == "OK"  # the running one finishes
+    assert h.task("wf1.3") is None  # but no callback
+    assert [r["status"] for r in view(h)["tasks"]] == [
+        "completed", "cancelled", "cancelled", "cancelled"]
+    assert h.apply(["cancel_workflow", 2300, "wf1"]).code == "BADSTATE"
+
+
+def test_submit_is_whole_idempotent_and_deterministic(h, tmp_path):
+    h.apply(["submit", 500, {"id": "taken", "type": "x", "queue": "default", "payload": None,
+                             "priority": 0, "max_retries": 0, "timeout_secs": None,
+                             "retry_backoff_secs": 1.0, "idempotency_key": None,
+                             "run_at_ms": None}, LIMIT])
+    before = h.digest()
+    bad = submit(h, {"group": [t(), t(id="taken")]})
+    assert bad.code == "BADSTATE" and h.digest() == before  # nothing of it was written
+    assert submit(h, chord(2))["status"] == "pending"
+    assert submit(h, chord(2)) == {"id": "wf1", "status": "pending", "size": 3,
+                                   "duplicate": True}
+    # Another machine applying the same log holds the same bytes.
+    other = Harness(tmp_path / "other")
+    for entry in h.entries:
+        other.apply(*entry)
+    assert other.digest() == h.digest()
+    other.store.close()
+
+
+def test_purge_removes_a_finished_workflow_whole(h):
+    submit(h, {"group": [t(), t()]})
+    for i, job in enumerate(claim_all(h, 2000)):
+        ack(h, job, 2001 + i, i)
+    assert view(h)["status"] == "completed"
+    assert h.apply(["purge_workflows", 3000, 1000, 100]) == 0  # not past retention
+    assert h.apply(["purge_workflows", 9000, 5000, 3]) == 3  # bounded per command
+    assert h.apply(["purge_workflows", 9000, 5000, 100]) > 0
+    prefix = keys.flow_prefix("wf1")
+    assert list(h.store.scan(prefix, keys.prefix_end(prefix))) == []
+    assert view(h) is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"group": []}, "non-empty"),
+    ({"chain": [t()], "group": [t()]}, "one of"),
+    ({"group": [{"chain": [t()]}]}, "members are tasks"),
+    ({"chord": [t()]}, "callback: required"),
+    ({"chord": [t()], "callback": t(), "on_error": "x"}, "on_error"),
+    (t(delay_secs=5), "not allowed"),
+    ({"group": [t(id="a"), t(id="a")]}, "used twice"),
+    ({"group": [t(priority=99)]}, "priority"),
+])
+def test_bad_trees_are_rejected_at_the_edge(bad, message):
+    with pytest.raises(v.Invalid, match=message):
+        flatten({"workflow": bad}, 0, MAX_PAYLOAD)
+
+
+def test_nesting_and_size_are_bounded():
+    tree = t()
+    for _ in range(MAX_NESTING):
+        tree = {"chain": [tree]}
+    with pytest.raises(v.Invalid, match="nest at most"):
+        flatten({"workflow": tree}, 0, MAX_PAYLOAD)
+    with pytest.raises(v.Invalid, match="more than 100000 tasks"):
+        flatten({"workflow": {"group": [t()] * 100_001}}, 0, MAX_PAYLOAD)
+
+
+def _ack_cost(tmp_path, name, n):
+    """Time and store writes of one member's ACK in a chord of ``n`` members (the median of
+    several ACKs, none of them the last)."""
+    h = Harness(tmp_path / name)
+    try:
+        submit(h, chord(n), flow_id=name)
+        jobs = claim_all(h, 2000)
+        costs, writes = [], []
+        for i, job in enumerate(jobs[:50]):
+            start = time.perf_counter()
+            results, batch = h.machine.apply_entry(h.machine.applied_index + 1, [
+                ["ack", 3000 + i, job["id"], job["token"], i, "w1"]])
+            costs.append(time.perf_counter() - start)
+            writes.append(len(batch))
+            h.store.write(batch, False)
+            assert results == ["OK"]
+        return sorted(costs)[len(costs) // 2], max(writes)
+    finally:
+        h.store.close()
+
+
+def test_member_completion_cost_does_not_grow_with_the_chord(tmp_path):
+    small_time, small_writes = _ack_cost(tmp_path, "small", 100)
+    big_time, big_writes = _ack_cost(tmp_path, "big", 10_000)
+    print(f"per-ACK apply: 100 members {small_time * 1e6:.0f} us / {small_writes} writes; "
+          f"10,000 members {big_time * 1e6:.0f} us / {big_writes} writes")
+    assert big_writes == small_writes  # the same keys: task, indexes, outcome, counter
+    assert big_time < small_time * 5 + 0.0005  # O(1): not 100x (generous for a busy host)
+
+
+def test_a_chain_of_1000_steps_hands_each_result_on(h):
+    steps = [t(payload=i, pass_result=i > 0, queue="chain") for i in range(1000)]
+    submit(h, {"chain": steps})
+    for k in range(1000):
+        [job] = h.apply(["claim", 2000 + k, "w1", ["chain"], 10, 30_000])  # one at a time
+        if k:
+            assert job["payload"] == {"previous": k - 1, "payload": k}
+        ack(h, job, 2000 + k, k)
+    assert view(h, limit=0)["status"] == "completed"
