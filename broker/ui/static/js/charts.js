@@ -52,7 +52,7 @@ export function lineChart(series, {windowSecs = 300, width = 600, height = 190, 
 }
 
 // rows: [{label, parts: [{name, cls, value}]}], one horizontal stacked bar per row.
-export function stackedBars(rows, {width = 600, barHeight = 18, gap = 8} = {}) {
+export function stackedBars(rows, {width = 1200, barHeight = 18, gap = 8} = {}) {
   const labelWidth = 150, right = 60;
   const height = Math.max(1, rows.length) * (barHeight + gap) + gap;
   const max = Math.max(1, ...rows.map((r) => r.parts.reduce((a, p) => a + p.value, 0)));

@@ -48,12 +48,12 @@ export class TaskPager {
   renderNav() {
     const page = this.cursors.length;
     replace(this.nav,
-      h("button", {"data-action": "prev-page", disabled: page === 1, onclick: () => {
+      h("button", {"data-nav": "prev-page", disabled: page === 1, onclick: () => {
         this.cursors.pop();
         this.ctx.refreshNow();
       }}, "← Previous"),
       h("span", {class: "hint"}, `page ${page}, ${this.tasks.length} shown`),
-      h("button", {"data-action": "next-page", disabled: !this.next, onclick: () => {
+      h("button", {"data-nav": "next-page", disabled: !this.next, onclick: () => {
         this.cursors.push(this.next);
         this.ctx.refreshNow();
       }}, "Next →"));

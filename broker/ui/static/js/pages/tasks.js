@@ -36,9 +36,9 @@ export default {
     root.append(
       h("section", {class: "panel toolbar"},
         h("form", {class: "filters", onsubmit: apply}, queueSelect, statusSelect, typeInput,
-          h("button", {type: "submit", "data-action": "apply-filter"}, "Filter")),
+          h("button", {type: "submit", "data-nav": "apply-filter"}, "Filter")),
         h("form", {class: "filters", onsubmit: open}, idInput,
-          h("button", {type: "submit", "data-action": "open-id"}, "Open"))),
+          h("button", {type: "submit", "data-nav": "open-id"}, "Open"))),
       h("section", {class: "panel"}, list, pager.nav));
 
     let knownQueues = "";
