@@ -283,7 +283,6 @@ def test_task_submitted_through_resp_appears_live(dash, http, resp):
     dash.go("#/overview")
     dash.wait(lambda: len(dash.all("[data-testid=throughput-chart] path.line")) >= 3,
               what="throughput lines")
-    dash.shot("overview")
 
 
 def test_dead_task_is_requeued_from_the_page_and_then_completes(dash, http, resp):
@@ -328,12 +327,23 @@ def test_queue_is_paused_and_resumed_from_the_page(dash, http, resp):
     dash.find("tr[data-queue=mail] button[data-action=pause]")
 
 
-def test_worker_is_told_to_quiet_from_the_page(dash, http, node, tmp_path):
+def test_worker_is_told_to_quiet_from_the_page(dash, http, resp, node, tmp_path):
     worker = WorkerProcess(node.addr, tmp_path, "--queues", "quietq", "--concurrency", "2",
                            "--api-key", key("admin"), name="dashw").start()
     try:
         row = f"tr[data-worker='{worker.worker_id}']"
         dash.login(key("admin"))
+        dash.go("#/overview")
+        # A few seconds of real traffic for the Overview's charts (and its screenshot).
+        for i in range(16):
+            resp.submit_bulk([{"type": "echo", "queue": "quietq", "payload": {"i": i}}]
+                             * (20 + 3 * i)
+                             + [{"type": "fail", "queue": "quietq", "max_retries": 1,
+                                 "retry_backoff_secs": 0.2}] * (i % 4))
+            time.sleep(0.35)
+        dash.wait(lambda: dash.text("[data-testid=total-completed] .card-value") != "0",
+                  what="completions counted")
+        dash.shot("overview")
         dash.go("#/workers")
         dash.find(row, timeout=15)
         assert "quietq" in dash.text(row)

@@ -14,7 +14,7 @@ import scheduled from "./pages/scheduled.js";
 import workers from "./pages/workers.js";
 import cluster from "./pages/cluster.js";
 
-const POLL_MS = 1500;
+const POLL_MS = 1000;
 const NAV = [overview, queues, tasks, failed, scheduled, workers, cluster];
 const ROUTES = Object.fromEntries([...NAV, task].map((p) => [p.id, p]));
 

@@ -28,8 +28,8 @@ export function lineChart(series, {windowSecs = 300, width = 600, height = 190, 
                s("text", {x: m.left - 6, y: y(value) + 4, class: "axis-label",
                           "text-anchor": "end"}, fmtNumber(value)));
   }
-  const marks = [[start, `-${Math.round(windowSecs / 60)} min`],
-                 [start + windowSecs / 2, `-${Math.round(windowSecs / 120 * 10) / 10} min`],
+  const ago = (secs) => secs >= 120 ? `-${Math.round(secs / 6) / 10} min` : `-${Math.round(secs)} s`;
+  const marks = [[start, ago(windowSecs)], [start + windowSecs / 2, ago(windowSecs / 2)],
                  [now, "now"]];
   for (const [t, label] of marks) {
     svg.append(s("text", {x: x(t), y: height - 6, class: "axis-label",

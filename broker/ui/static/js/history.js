@@ -11,6 +11,18 @@ export function record(stats) {
   while (samples.length && samples[0].t < t - WINDOW - 5) samples.shift();
 }
 
+// The span the charts show: what this tab has seen, at least MIN_SPAN, at most WINDOW.
+const MIN_SPAN = 30;
+export function span() {
+  if (!samples.length) return MIN_SPAN;
+  return Math.min(WINDOW, Math.max(MIN_SPAN, Date.now() / 1000 - samples[0].t));
+}
+
+export function spanLabel() {
+  const secs = span();
+  return secs >= 120 ? `last ${Math.round(secs / 60)} minutes` : `last ${Math.round(secs)} s`;
+}
+
 export function clear() {
   samples.length = 0;
 }

@@ -39,27 +39,27 @@ export default {
         card("uptime", `${fmtNumber(Math.round(stats.uptime_secs))} s`, "uptime"));
       replace(charts,
         h("section", {class: "panel", "data-testid": "throughput-chart"},
-          h("h2", {}, "Throughput, tasks per second (last 5 minutes)"),
+          h("h2", {}, `Throughput, tasks per second (${history.spanLabel()})`),
           lineChart([
             {name: "submitted", cls: "submitted", points: history.rate("submitted")},
             {name: "completed", cls: "completed", points: history.rate("completed")},
             {name: "failed", cls: "failed", points: history.rate("failed")},
             {name: "dead", cls: "dead", points: history.rate("dead")},
-          ], {windowSecs: history.WINDOW, unit: "/s"})),
+          ], {windowSecs: history.span(), unit: "/s"})),
         h("section", {class: "panel", "data-testid": "depth-chart"},
-          h("h2", {}, "Queue depth, all queues (last 5 minutes)"),
+          h("h2", {}, `Queue depth, all queues (${history.spanLabel()})`),
           lineChart([
             {name: "pending", cls: "pending", points: history.depth("pending")},
             {name: "running", cls: "running", points: history.depth("running")},
             {name: "scheduled + retrying", cls: "scheduled",
              points: history.depth("scheduled", "failed")},
             {name: "dead", cls: "dead", points: history.depth("dead")},
-          ], {windowSecs: history.WINDOW})));
+          ], {windowSecs: history.span()})));
       const rows = Object.entries(queueData.queues).map(([name, counts]) => ({
         label: counts.paused ? `${name} (paused)` : name,
         parts: STATUS_PARTS.map(([key, cls]) => ({name: key, cls, value: counts[key] || 0})),
       }));
-      replace(queues, h("h2", {}, "Waiting and running, by queue"),
+      replace(queues, h("h2", {}, "Open tasks by queue"),
         stackedBars(rows),
         h("div", {class: "legend"}, STATUS_PARTS.map(([key, cls]) =>
           h("span", {class: "legend-item"}, h("span", {class: `swatch series-${cls}`}), key))));
