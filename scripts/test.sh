@@ -9,6 +9,8 @@ cd "$ROOT"
 
 # docker-compose: the compose files are started for real by tests/test_docker.py.
 apt_install openssl iptables iproute2 procps curl jq docker-compose
+# tests/test_dashboard.py drives the /ui pages in a real headless browser (no browser download).
+apt_install chromium chromium-driver
 ensure_venv "broker,fast,test"
 
 status=0

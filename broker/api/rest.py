@@ -21,9 +21,10 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from broker import validation as v
+from broker.api import ui
 from broker.api.health import HEALTHY, node_health, write_stalled
 from broker.api.rest_protocol import bounded_protocol
-from broker.auth import AuthError
+from broker.auth import ADMIN, CANCEL, READ, SUBMIT, AuthError
 from broker.service import ServiceError
 from taskqueue import errors, jsonutil
 
@@ -88,6 +89,14 @@ def api_key_of(request) -> str | None:
             return token.strip()
     key = request.headers.get("x-api-key")
     return key or None
+
+
+def whoami_body(principal, auth_enabled: bool) -> dict:
+    """The key's name, its permissions as configured, and what each permission allows it
+    (``admin`` implies the others), so a client need not know that rule."""
+    return {"name": principal.name, "permissions": sorted(principal.permissions),
+            "allows": {p: principal.allows(p) for p in (SUBMIT, READ, CANCEL, ADMIN)},
+            "auth_enabled": auth_enabled}
 
 
 class RestServer:
@@ -175,6 +184,8 @@ class RestServer:
                       exc_info=exc)
             return error_response(errors.INTERNAL, f"{type(exc).__name__}: {exc}")
 
+        ui.add_routes(app)
+
         # -- health (open: load balancers carry no key)
 
         @app.get("/health")
@@ -194,6 +205,13 @@ class RestServer:
                                       "leader": status.get("leader")})
             return json_response({"status": "not_leader", "node_id": status.get("node_id"),
                                   "leader": status.get("leader")}, 503)
+
+        @app.get(f"{PREFIX}/whoami")
+        async def whoami(request):
+            # Any valid key may ask what it may do: the dashboard shows only the buttons the
+            # key's permissions allow (the API still checks each call).
+            principal = await self._principal(request)
+            return json_response(whoami_body(principal, self.auth.enabled))
 
         @app.get(f"{PREFIX}/openapi.json")
         async def openapi(request):

@@ -1,0 +1,412 @@
+"""The web dashboard (/ui) in a real browser: Debian's headless Chromium driven by Selenium,
+against a real broker process with auth on.
+
+Every scenario drives the page the way an operator would (type the key, click the buttons)
+and checks the outcome through the broker's own API, not through the page: the page is
+right only if the broker agrees. Each scenario saves a screenshot to docs/images/ (the
+pictures docs/dashboard.md shows).
+
+Needs /usr/bin/chromium and /usr/bin/chromedriver (scripts/test.sh installs Debian's
+``chromium`` and ``chromium-driver``); without them the browser tests skip, except under CI
+where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from taskqueue.client import Client
+from tests.api_support import KEYS, key_entries, module_broker, rest_url
+from tests.helpers_worker import WorkerProcess, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "docs" / "images"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1360,900", "--force-device-scale-factor=1")
+# Buttons that change something carry data-action (navigation uses data-nav).
+ACTION = "[data-action]"
+
+
+def key(name: str) -> str:
+    return KEYS[name][0]
+
+
+# ------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    proc = module_broker(tmp_path_factory, "dash",
+                         {"auth": {"enabled": True, "api_keys": key_entries()},
+                          "worker": {"heartbeat_interval_secs": 0.5,
+                                     "lease_timeout_secs": 5}})
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def http(node):
+    with httpx.Client(base_url=rest_url(node), timeout=10,
+                      headers={"Authorization": f"Bearer {key('admin')}"}) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def resp(node):
+    """A raw worker-protocol client (admin key, with a worker id: may FETCH/ACK/FAIL)."""
+    client = Client(node.addr, api_key=key("admin"), identity={"worker_id": "dash-raw"})
+    client.connect()
+    yield client
+    client.close()
+
+
+def _have_browser() -> bool:
+    return os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
+
+
+@pytest.fixture(scope="module")
+def driver():
+    if not _have_browser():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} / {CHROMEDRIVER} missing (scripts/test.sh installs them)")
+        pytest.skip("no Chromium/chromedriver (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download
+    profile = tempfile.mkdtemp(prefix="tq-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    browser.set_page_load_timeout(20)
+    yield browser
+    browser.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+class Dash:
+    """The dashboard as a user sees it. The page re-renders every poll, so every lookup is
+    a wait and every click retries an element that went stale underneath it."""
+
+    def __init__(self, driver, base: str):
+        self.d = driver
+        self.base = base
+
+    def login(self, api_key: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.d.get(f"{self.base}/ui/")
+        self.d.execute_script("sessionStorage.clear()")
+        self.d.get(f"{self.base}/ui/#/overview")
+        self.d.refresh()
+        field = self.wait(lambda: self.d.find_element(By.ID, "api-key")
+                          if self.d.find_element(By.ID, "api-key").is_displayed() else None)
+        field.send_keys(api_key)
+        self.click("#login-button")
+
+    def go(self, hash_: str) -> None:
+        self.d.get(f"{self.base}/ui/{hash_}")
+
+    def wait(self, probe, timeout: float = 10.0, what: str = "the page"):
+        from selenium.common.exceptions import (NoSuchElementException,
+                                                StaleElementReferenceException)
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = probe()
+                if value:
+                    return value
+            except (NoSuchElementException, StaleElementReferenceException):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; page text:\n"
+                                     f"{self.d.find_element('tag name', 'body').text[:3000]}")
+            time.sleep(0.1)
+
+    def find(self, css: str, timeout: float = 10.0):
+        return self.wait(lambda: self.d.find_element("css selector", css), timeout, css)
+
+    def all(self, css: str):
+        return self.d.find_elements("css selector", css)
+
+    def text(self, css: str) -> str:
+        return self.wait(lambda: self.d.find_element("css selector", css).text, what=css)
+
+    def click(self, css: str, timeout: float = 10.0) -> None:
+        from selenium.common.exceptions import (ElementClickInterceptedException,
+                                                ElementNotInteractableException)
+
+        def attempt():
+            try:
+                element = self.d.find_element("css selector", css)
+                if not element.is_enabled():
+                    return False
+                element.click()
+                return True
+            except (ElementClickInterceptedException, ElementNotInteractableException):
+                return False
+        self.wait(attempt, timeout, f"clickable {css}")
+
+    def shot(self, name: str) -> Path:
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        path = IMAGES / f"dashboard-{name}.png"
+        time.sleep(0.3)  # let the last render settle
+        self.d.save_screenshot(str(path))
+        return path
+
+    def severe_console_errors(self) -> list[str]:
+        # The first whoami of a fresh tab is a 401 by design (is auth on?); a CSP violation
+        # or a script error would show here too.
+        return [e["message"] for e in self.d.get_log("browser")
+                if e["level"] == "SEVERE" and "401 (Unauthorized)" not in e["message"]]
+
+
+@pytest.fixture(scope="module")
+def dash(driver, node):
+    return Dash(driver, rest_url(node))
+
+
+def task_status(http, task_id: str) -> str:
+    return http.get(f"/api/v1/tasks/{task_id}").json()["status"]
+
+
+# ----------------------------------------------------------------- headers, no browser
+
+def test_ui_is_served_with_security_headers(node):
+    base = rest_url(node)
+    r = httpx.get(f"{base}/ui")
+    assert r.status_code == 302 and r.headers["location"] == "/ui/"
+    page = httpx.get(f"{base}/ui/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "location" not in page.headers  # the redirect's header did not leak into others
+    # No inline script: every <script> names its file (the CSP would block the rest anyway).
+    scripts = re.findall(r"<script\b[^>]*>", page.text)
+    assert scripts and all("src=" in tag for tag in scripts)
+    js = httpx.get(f"{base}/ui/js/app.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert js.headers["x-content-type-options"] == "nosniff"
+    # Only shipped files: nothing outside the static folder, nothing unknown.
+    for path in ("/ui/../broker.yaml", "/ui/%2e%2e/dash.yaml", "/ui/nope.js",
+                 "/ui/js/../../api/openapi.yaml"):
+        assert httpx.get(base + path).status_code == 404, path
+
+
+def test_whoami_reports_the_keys_permissions(node):
+    base = rest_url(node)
+    read = httpx.get(f"{base}/api/v1/whoami",
+                     headers={"Authorization": f"Bearer {key('read')}"}).json()
+    assert read["name"] == "read" and read["permissions"] == ["read_tasks"]
+    assert read["allows"] == {"submit_tasks": False, "read_tasks": True,
+                              "cancel_tasks": False, "admin": False}
+    admin = httpx.get(f"{base}/api/v1/whoami", headers={"X-API-Key": key("admin")}).json()
+    assert all(admin["allows"].values()) and admin["auth_enabled"] is True
+    assert httpx.get(f"{base}/api/v1/whoami").status_code == 401
+    assert httpx.get(f"{base}/api/v1/whoami",
+                     headers={"Authorization": "Bearer wrong-key"}).status_code == 401
+
+
+# ------------------------------------------------------------------------ in the browser
+
+def test_wrong_key_is_refused_and_the_key_stays_out_of_urls_and_storage(dash):
+    dash.login("not-a-key")
+    assert "not accepted" in dash.text("#login-error")
+    dash.shot("login")
+    dash.login(key("admin"))
+    assert "admin" in dash.text("[data-testid=who]")
+    page_text = dash.d.find_element("tag name", "body").text
+    assert key("admin") not in page_text
+    assert key("admin") not in dash.d.current_url
+    assert dash.d.execute_script("return window.localStorage.length") == 0
+    assert dash.d.get_cookies() == []
+    assert dash.severe_console_errors() == []
+
+
+def test_read_key_sees_everything_and_no_buttons(dash, http, resp):
+    """A read_tasks key: every page shows its data, and not one button that changes anything
+    (pause, requeue, cancel, quiet...) exists."""
+    dead = resp.submit("e", {"n": 1}, queue="ro", max_retries=0)
+    job = resp.fetch(["ro"], count=1)[0]
+    resp.fail(job["id"], job["token"], "boom")
+    wait_for(lambda: task_status(http, dead["id"]) == "dead", 5, what="dead")
+    resp.submit("e", {"n": 2}, queue="ro", delay_secs=3600)
+    dash.login(key("read"))
+    assert "read-only" in dash.text("[data-testid=who]")
+    for page, proof in (("#/queues", "[data-queue=ro]"),
+                        ("#/failed?status=dead", f"tr[data-id='{dead['id']}']"),
+                        (f"#/task/{dead['id']}", "[data-testid=task-status]"),
+                        ("#/scheduled", "tr[data-status=scheduled]"),
+                        ("#/workers", "table.grid"), ("#/cluster", "[data-node]"),
+                        ("#/overview", "[data-testid=throughput-chart] svg")):
+        dash.go(page)
+        dash.find(proof)
+        time.sleep(0.2)
+        assert dash.all(ACTION) == [], f"{page} shows a button to a read-only key"
+        if page.startswith("#/failed"):
+            dash.shot("read-only")
+    assert dash.severe_console_errors() == []
+
+
+def test_task_submitted_through_resp_appears_live(dash, http, resp):
+    dash.login(key("admin"))
+    dash.go("#/tasks?queue=live")
+    dash.find("table.grid")
+    task = resp.submit("resize", {"image": "cat.png", "width": 640}, queue="live")
+    # No reload: the page's own polling brings it in.
+    row = dash.find(f"tr[data-id='{task['id']}']", timeout=8)
+    assert "resize" in row.text and "pending" in row.text
+    dash.shot("tasks")
+    dash.click(f"tr[data-id='{task['id']}'] a")
+    assert dash.text("[data-testid=task-id]") == task["id"]
+    assert '"cat.png"' in dash.text("[data-testid=payload]")
+    assert "submitted" in dash.text("[data-testid=timeline]")
+    dash.go("#/overview")
+    dash.wait(lambda: len(dash.all("[data-testid=throughput-chart] path.line")) >= 3,
+              what="throughput lines")
+
+
+def test_dead_task_is_requeued_from_the_page_and_then_completes(dash, http, resp):
+    task = resp.submit("charge", {"order": 42}, queue="billing", max_retries=0)
+    job = resp.fetch(["billing"], count=1)[0]
+    assert job["id"] == task["id"]
+    resp.fail(job["id"], job["token"], "card declined", backtrace="Traceback: ...")
+    wait_for(lambda: task_status(http, task["id"]) == "dead", 5, what="dead")
+
+    dash.login(key("admin"))
+    dash.go("#/failed?status=dead&queue=billing")
+    row = dash.find(f"tr[data-id='{task['id']}']")
+    assert "card declined" in row.text
+    dash.shot("failed")
+    dash.click(f"tr[data-id='{task['id']}'] button[data-action=requeue]")
+    wait_for(lambda: task_status(http, task["id"]) == "pending", 5, what="requeued")
+    # Gone from the dead list without a reload.
+    dash.wait(lambda: not dash.all(f"tr[data-id='{task['id']}']"), what="row leaves dead")
+
+    dash.go(f"#/task/{task['id']}")
+    dash.wait(lambda: "pending" in dash.text("[data-testid=task-status]"), what="pending")
+    job = resp.fetch(["billing"], count=1)[0]
+    assert job["id"] == task["id"]
+    resp.ack(job["id"], job["token"], {"charged": True})
+    dash.wait(lambda: "completed" in dash.text("[data-testid=task-status]"), what="completed")
+    assert '"charged": true' in dash.text("[data-testid=result]")
+    assert dash.all("[data-action=requeue]") == [] and dash.all("[data-action=cancel]") == []
+    dash.shot("task")
+
+
+def test_queue_is_paused_and_resumed_from_the_page(dash, http, resp):
+    resp.submit("send", {"to": "a@example.com"}, queue="mail")
+    dash.login(key("admin"))
+    dash.go("#/queues")
+    dash.click("tr[data-queue=mail] button[data-action=pause]")
+    wait_for(lambda: http.get("/api/v1/queues/mail").json()["paused"], 5, what="paused")
+    dash.find("tr[data-queue=mail] button[data-action=resume]")
+    assert "paused" in dash.text("tr[data-queue=mail]")
+    dash.shot("queues")
+    dash.click("tr[data-queue=mail] button[data-action=resume]")
+    wait_for(lambda: not http.get("/api/v1/queues/mail").json()["paused"], 5, what="resumed")
+    dash.find("tr[data-queue=mail] button[data-action=pause]")
+
+
+def test_worker_is_told_to_quiet_from_the_page(dash, http, resp, node, tmp_path):
+    worker = WorkerProcess(node.addr, tmp_path, "--queues", "quietq", "--concurrency", "2",
+                           "--api-key", key("admin"), name="dashw").start()
+    try:
+        row = f"tr[data-worker='{worker.worker_id}']"
+        dash.login(key("admin"))
+        dash.go("#/overview")
+        # A few seconds of real traffic for the Overview's charts (and its screenshot).
+        for i in range(16):
+            resp.submit_bulk([{"type": "echo", "queue": "quietq", "payload": {"i": i}}]
+                             * (20 + 3 * i)
+                             + [{"type": "fail", "queue": "quietq", "max_retries": 1,
+                                 "retry_backoff_secs": 0.2}] * (i % 4))
+            time.sleep(0.35)
+        dash.wait(lambda: dash.text("[data-testid=total-completed] .card-value") != "0",
+                  what="completions counted")
+        dash.shot("overview")
+        dash.go("#/workers")
+        dash.find(row, timeout=15)
+        assert "quietq" in dash.text(row)
+        dash.click(f"{row} button[data-action=quiet]")
+        wait_for(lambda: any(w["worker_id"] == worker.worker_id and w["state"] == "quiet"
+                             for w in http.get("/api/v1/workers").json()["workers"]),
+                 5, what="worker quiet")
+        dash.wait(lambda: "quiet" in dash.text(f"{row} [data-testid=worker-state]"),
+                  what="quiet badge")
+        dash.shot("workers")
+    finally:
+        worker.stop()
+
+
+def test_cluster_and_scheduled_pages(dash, resp):
+    resp.submit("report", {"month": 11}, queue="reports", delay_secs=1800)
+    dash.login(key("admin"))
+    dash.go("#/scheduled")
+    dash.find("tr[data-status=scheduled]")
+    dash.shot("scheduled")
+    dash.go("#/cluster")
+    assert dash.text("[data-node] [data-testid=node-role]") == "leader"
+    dash.shot("cluster")
+    assert dash.severe_console_errors() == []
+
+
+# --------------------------------------------------------------- 3 nodes, leader killed
+
+@pytest.mark.slow
+def test_cluster_page_shows_the_new_leader_after_the_leader_is_killed(driver, tmp_path):
+    from tests.test_api_cluster import rest, start_api_cluster, wait_single_leader
+
+    cluster = start_api_cluster(tmp_path, {"auth": {"enabled": True,
+                                                    "api_keys": key_entries()}})
+    try:
+        # A loaded machine can re-elect once while starting: settle on a leader the page
+        # (opened on a follower) agrees on before killing it.
+        for attempt in range(3):
+            old = wait_single_leader(cluster, [0, 1, 2])
+            old_id = f"n{old + 1}"
+            dash = Dash(driver, rest(cluster.nodes[(old + 1) % 3]))
+            dash.login(key("read"))
+            dash.go("#/cluster")
+            try:
+                dash.wait(lambda: dash.text("[data-testid=cluster-leader] .card-value")
+                          == old_id, 10, "the first leader")
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+        old_term = int(dash.text("[data-testid=cluster-term] .card-value"))
+        assert "follower" in dash.text("[data-testid=read-from]")
+        cluster.kill(old)
+        killed_at = time.monotonic()
+        dash.wait(lambda: dash.text("[data-testid=cluster-leader] .card-value")
+                  not in (old_id, "none"), 20, "a new leader on the page")
+        seen_after = time.monotonic() - killed_at
+        new_id = dash.text("[data-testid=cluster-leader] .card-value")
+        assert int(dash.text("[data-testid=cluster-term] .card-value")) > old_term
+        dash.wait(lambda: "unreachable" in dash.text(f"tr[data-node='{old_id}']"), 20,
+                  "the killed node unreachable")
+        dash.shot("cluster-failover")
+        print(f"new leader {new_id} shown {seen_after:.1f}s after the kill")
+        assert seen_after < 15
+    finally:
+        cluster.stop()
