@@ -10,6 +10,8 @@ cd "$ROOT"
 # docker-compose: the compose files are started for real by tests/test_docker.py.
 apt_install openssl iptables iproute2 procps curl jq docker-compose
 ensure_venv "broker,fast,test"
+# node and npm: tests/test_redis_clients_node.py runs node-redis and ioredis from npm.
+command -v npm >/dev/null || apt_install nodejs npm
 
 status=0
 log "pytest ${*:-(all tests)}"
