@@ -84,3 +84,27 @@ def test_a_wrong_key_is_refused(node, secured, library):
                    timeout=30)
     assert out.returncode != 0
     assert "invalid API key" in out.stderr
+
+
+def test_the_examples_producer_and_worker(node, secured):
+    """docs/examples/node as its readers run it: the worker (node-redis) takes what the
+    producer (ioredis) submits, and the producer's WAIT-TASKs see the results."""
+    env = {**os.environ, "TQ_BROKER_ADDR": secured.addr, "TQ_API_KEY": ADMIN_KEY}
+    worker = subprocess.Popen(["node", "worker.mjs", "--max-tasks", "3"], cwd=node, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL)
+    try:
+        producer = subprocess.run(["node", "producer.mjs", "3"], cwd=node, env=env,
+                                  capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+        assert producer.returncode == 0, producer.stderr
+        results = [json.loads(line) for line in producer.stdout.splitlines()]
+        assert [(r["status"], r["result"]) for r in results] == \
+            [("completed", {"n": 0}), ("completed", {"n": 1}), ("completed", {"n": 2})]
+        out, err = worker.communicate(timeout=30)
+        assert worker.returncode == 0, err
+        assert "done after 3 task(s)" in out
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
