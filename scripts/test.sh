@@ -12,6 +12,8 @@ apt_install openssl iptables iproute2 procps curl jq docker-compose
 # tests/test_dashboard.py drives the /ui pages in a real headless browser (no browser download).
 apt_install chromium chromium-driver
 ensure_venv "broker,fast,test"
+# node and npm: tests/test_redis_clients_node.py runs node-redis and ioredis from npm.
+command -v npm >/dev/null || apt_install nodejs npm
 
 status=0
 log "pytest ${*:-(all tests)}"

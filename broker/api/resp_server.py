@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple
 from broker import validation as v
 from broker.api.conn_guard import ConnGuard
 from broker.auth import AuthError, Authenticator, Principal
+from broker.api import resp_compat
 from broker.service import Service, ServiceError
 from taskqueue import errors, jsonutil
 from taskqueue import resp
@@ -34,9 +35,11 @@ log = logging.getLogger("tq.resp")
 INLINE_COMMANDS = frozenset({b"PING", b"QUIT"})
 
 
-def _encode(result) -> bytes:
+def _encode(result, null: bytes = resp.NULL) -> bytes:
     if result is None:
-        return resp.NULL
+        return null
+    if isinstance(result, bytes):  # a reply already encoded (resp_compat's)
+        return result
     if result == "OK":
         return resp.OK
     if isinstance(result, int) and not isinstance(result, bool):
@@ -107,6 +110,7 @@ class RespConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.principal: Principal | None = None
         self.worker_id: str | None = None
+        self.redis = resp_compat.Session()  # what a Redis client library's handshake set
         self.closing = False
         self.close_when_flushed = False
         self.reading_paused = False  # we called transport.pause_reading()
@@ -245,7 +249,7 @@ class RespConnection(asyncio.Protocol):
         except Exception as exc:
             return _error(exc)
         if not asyncio.iscoroutine(result):
-            return result if isinstance(result, bytes) else _encode(result)
+            return _encode(result, self.redis.null)
         self.unfinished += 1
         # Eager only while no task of this connection is running: a task proposes at its
         # first step, one loop turn later, and an eager call must not overtake it.
@@ -310,7 +314,8 @@ class RespConnection(asyncio.Protocol):
                     out.append(resp.encode_error(errors.UNAVAILABLE, "request cancelled"))
                 else:
                     exc = head.exception()
-                    out.append(_error(exc) if exc is not None else _encode(head.result()))
+                    out.append(_error(exc) if exc is not None
+                               else _encode(head.result(), self.redis.null))
             else:
                 break
             replies.popleft()
@@ -327,20 +332,25 @@ class RespConnection(asyncio.Protocol):
 
     def _dispatch(self, request: list[bytes]) -> None:
         name = request[0].upper()
-        handler = COMMANDS.get(name)
+        # A Redis client library's handshake (HELLO 3, AUTH, CLIENT SETINFO...) first.
+        handler = resp_compat.route(name, request) or COMMANDS.get(name)
         if handler is None:
             self._reply_now(resp.encode_error(errors.BADREQ,
                                               f"unknown command {name[:32].decode(errors='replace')!r}"))
             return
         if handler.hello and self.principal is None:
-            self._reply_now(resp.encode_error(errors.NOAUTH, "send HELLO first"))
+            self._reply_now(resp.encode_error(
+                errors.NOAUTH, "send HELLO first (or, from a Redis client library, AUTH "
+                "with the API key as the password)"))
             return
         if handler.worker and self.worker_id is None:
             self._reply_now(resp.encode_error(
                 errors.BADREQ, f"{name.decode()} needs a worker connection (HELLO with "
                 "worker_id)"))
             return
-        if handler.arg:
+        if handler.arg == "raw":
+            arg, raw_size = request[1:], 0
+        elif handler.arg:
             if len(request) != 2:
                 self._reply_now(resp.encode_error(
                     errors.BADREQ, f"{name.decode()} takes exactly one JSON argument"))
@@ -399,13 +409,17 @@ class RespConnection(asyncio.Protocol):
 
     async def _hello_checked(self, hello: dict):
         api_key = hello.get("api_key")
-        try:
-            principal = await self.server.auth.authenticate(
-                api_key if isinstance(api_key, str) else None, self._peer_host())
-        except AuthError:
-            # A client that failed to authenticate gets nothing more from this connection.
-            self.close_when_flushed = True
-            raise
+        if api_key is None and self.principal is not None:
+            # Authenticated already by a Redis client library's AUTH (resp_compat).
+            principal = self.principal
+        else:
+            try:
+                principal = await self.server.auth.authenticate(
+                    api_key if isinstance(api_key, str) else None, self._peer_host())
+            except AuthError:
+                # A client that failed to authenticate gets nothing more from this connection.
+                self.close_when_flushed = True
+                raise
         if not self.server.guard.authenticate(self):
             self.close_when_flushed = True
             raise ServiceError(errors.MAXCONN, "too many connections (broker.max_connections)")
