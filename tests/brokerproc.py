@@ -50,6 +50,9 @@ class BrokerProcess:
             "api": {"rest_port": 0, "grpc_port": 0},
             "monitoring": {"prometheus_port": 0, "log_level": "info"},
             "worker": {"heartbeat_interval_secs": 0.5, "lease_timeout_secs": 2},
+            # Tests send wrong keys on purpose, all from 127.0.0.1: the per-address slowdown
+            # would make each wait up to 4 s. tests/test_conn_limits.py tests it, set on.
+            "auth": {"failed_attempt_delay_secs": 0},
         }
         self.config = deep_merge(base, overrides or {})
         self.port = self.config["broker"]["port"]
