@@ -98,6 +98,11 @@ class Broker:
         log.info("broker %s serving: protocol %s:%d, applied index %d, data in %s",
                  self.service.node_id, host, config.broker.port, self.machine.applied_index,
                  self.store.path)
+        if not config.auth.enabled and not _is_loopback(host):
+            log.warning("listening on %s without authentication (auth.enabled: false): "
+                        "anyone who reaches these ports can submit, read and cancel tasks. "
+                        "Bind broker.host to 127.0.0.1, or turn auth on (docs/operations.md, "
+                        "Security)", host)
 
     def _server_ssl(self):
         api = self.config.api
@@ -137,3 +142,15 @@ class Broker:
         await self.stopping.wait()
         log.info("shutting down")
         await self.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can connect."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

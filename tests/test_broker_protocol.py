@@ -350,3 +350,11 @@ def test_a_quiet_worker_gets_no_jobs(broker):
         assert worker.fetch(["default"], count=1, timeout_ms=2000) == []
         admin.worker_state("wq", "active")
         assert len(worker.fetch(["default"], count=1, timeout_ms=2000)) == 1
+
+
+def test_listening_beyond_loopback_without_auth_is_warned_about(broker_factory):
+    """Issue 11: ``tq-broker`` with no configuration binds 0.0.0.0 with auth off; it says so."""
+    exposed = broker_factory({"broker": {"host": "0.0.0.0"}}, name="exposed")
+    local = broker_factory(name="local")  # 127.0.0.1, as every test broker
+    assert "without authentication" in exposed.logs()
+    assert "without authentication" not in local.logs()
