@@ -11,6 +11,7 @@ raises :class:`ConfigError` naming the key (``persistence.write_buffer_size: ...
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,7 +326,9 @@ def from_mapping(raw: Any, source: str = "<mapping>") -> Config:
     values = defaults()
     for section, body in raw.items():
         if section not in SCHEMA:
-            raise ConfigError(f"{section}: unknown section (known: {', '.join(SCHEMA)})")
+            raise ConfigError(f"{source}: {section}: unknown section"
+                              f"{_did_you_mean(str(section), list(SCHEMA))} "
+                              f"(known: {', '.join(SCHEMA)})")
         if body is None:
             continue
         if not isinstance(body, dict):
@@ -333,11 +336,31 @@ def from_mapping(raw: Any, source: str = "<mapping>") -> Config:
         for name, value in body.items():
             key = SCHEMA[section].get(name)
             if key is None:
-                raise ConfigError(f"{section}.{name}: unknown key")
+                raise ConfigError(f"{source}: {section}.{name}: unknown key"
+                                  f"{_suggest_key(section, str(name))}")
             values[section][name] = _check(f"{section}.{name}", key, value)
     config = Config(values, source)
     _cross_checks(config)
     return config
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def _suggest_key(section: str, name: str) -> str:
+    """The nearest known key: the same name in another section (``broker.rest_port`` is
+    ``api.rest_port``), a near spelling in the section, or a near one in another."""
+    elsewhere = [f"{other}.{name}" for other, keys in SCHEMA.items() if name in keys]
+    if elsewhere:
+        return f" (did you mean {elsewhere[0]}?)"
+    near = difflib.get_close_matches(name, list(SCHEMA[section]), n=1, cutoff=0.6)
+    if near:
+        return f" (did you mean {section}.{near[0]}?)"
+    owner = {key: other for other, keys in SCHEMA.items() for key in keys}
+    near = difflib.get_close_matches(name, list(owner), n=1, cutoff=0.8)
+    return f" (did you mean {owner[near[0]]}.{near[0]}?)" if near else ""
 
 
 def _cross_checks(config: Config) -> None:

@@ -284,6 +284,27 @@ def test_bad_config_files_name_the_key_and_exit_2(tmp_path, content, key):
         assert key in proc.stderr
 
 
+@pytest.mark.parametrize("content, suggestion", [
+    ("broker:\n  prot: 1\n", "did you mean broker.port?"),  # a near spelling
+    ("broker:\n  rest_port: 8081\n", "did you mean api.rest_port?"),  # another section's
+    ("persistance:\n  data_dir: x\n", "did you mean persistence?"),  # a section
+    ("broker:\n  zzzz: 1\n", None),  # nothing near: no guess
+])
+def test_an_unknown_key_names_the_file_and_the_nearest_key(tmp_path, content, suggestion):
+    from broker import config as cfg
+
+    path = tmp_path / "tq.yaml"
+    path.write_text(content)
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.load(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    if suggestion:
+        assert suggestion in message
+    else:
+        assert "did you mean" not in message
+
+
 def test_the_guides_config_file_is_valid(tmp_path):
     guide = """
 broker:
