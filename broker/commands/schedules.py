@@ -323,3 +323,19 @@ COMMANDS = {
     "fire_schedules": fire,
     "schedules_reconcile": reconcile,
 }
+
+
+METRICS_MAX_SCHEDULES = 1000  # per-schedule series only up to this many schedules
+
+
+def metrics(store) -> dict:
+    """What /metrics reports: counts always; each schedule's last fired slot only while
+    there are at most METRICS_MAX_SCHEDULES (a bounded number of series, and of reads)."""
+    found = counts(store)
+    out = {"total": found["total"], "paused": found["paused"], "last_slot": None}
+    if found["total"] <= METRICS_MAX_SCHEDULES:
+        out["last_slot"] = {
+            r["id"]: r["last_slot_ms"] / 1000.0 for _, raw in store.scan(
+                keys.PERIODIC, keys.prefix_end(keys.PERIODIC), METRICS_MAX_SCHEDULES)
+            if (r := jsonutil.loads(raw))["last_slot_ms"] is not None}
+    return out
