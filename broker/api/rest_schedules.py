@@ -9,7 +9,7 @@ PREFIX = "/api/v1"
 
 def add_routes(app, server, service, json_response) -> None:
     @app.route(f"{PREFIX}/schedules", methods=["GET", "POST"])
-    async def schedules(request):
+    async def list_or_create_schedules(request):
         principal = await server._principal(request)
         if request.method == "POST":
             body, _ = server._body(request)
@@ -26,7 +26,7 @@ def add_routes(app, server, service, json_response) -> None:
                                                     limit))
 
     @app.route(f"{PREFIX}/schedules/<schedule_id:str>", methods=["GET", "PATCH", "DELETE"])
-    async def schedule(request, schedule_id):
+    async def one_schedule(request, schedule_id):
         principal = await server._principal(request)
         if request.method == "PATCH":
             body, _ = server._body(request)
@@ -37,16 +37,16 @@ def add_routes(app, server, service, json_response) -> None:
         return json_response(service.get_schedule(principal, schedule_id))
 
     @app.post(f"{PREFIX}/schedules/<schedule_id:str>/pause")
-    async def pause(request, schedule_id):
+    async def pause_schedule(request, schedule_id):
         principal = await server._principal(request)
         return json_response(await service.pause_schedule(principal, schedule_id, True))
 
     @app.post(f"{PREFIX}/schedules/<schedule_id:str>/resume")
-    async def resume(request, schedule_id):
+    async def resume_schedule(request, schedule_id):
         principal = await server._principal(request)
         return json_response(await service.pause_schedule(principal, schedule_id, False))
 
     @app.post(f"{PREFIX}/schedules/<schedule_id:str>/run")
-    async def run(request, schedule_id):
+    async def run_schedule(request, schedule_id):
         principal = await server._principal(request)
         return json_response(await service.run_schedule(principal, schedule_id), 201)
