@@ -149,3 +149,36 @@ def test_tq_admin_schedules_and_metrics(node):
     assert "deleted" in admin("delete", sid).stdout
     assert admin("get", sid).returncode == 1
     assert admin("create", uniq(), "--type", "x").returncode == 1  # neither cron nor interval
+
+
+def test_grpc_schedules(node):
+    import grpc
+
+    from broker.api import taskqueue_pb2 as pb
+    from broker.api import taskqueue_pb2_grpc as pb_grpc
+
+    sid = uniq()
+    with grpc.insecure_channel(f"127.0.0.1:{ports(node)['grpc']}") as channel:
+        stub = pb_grpc.SchedulesStub(channel)
+        made = stub.CreateSchedule(pb.ScheduleSpec(
+            id=sid, cron="0 9 * * MON-FRI", tz="America/New_York", misfire="skip",
+            task=pb.ScheduleTask(type="g", queue="gq", payload_json='{"x": [1]}')), timeout=10)
+        assert made.state == "active" and made.spec.tz == "America/New_York"
+        assert made.HasField("next_fire_at") and not made.HasField("last_slot_at")
+        got = stub.UpdateSchedule(pb.ScheduleSpec(id=sid, task=pb.ScheduleTask(priority=7)),
+                                  timeout=10)
+        assert got.spec.task.priority == 7 and got.spec.task.payload_json == '{"x":[1]}'
+        assert stub.PauseSchedule(pb.ScheduleRef(id=sid), timeout=10).state == "paused"
+        assert stub.ResumeSchedule(pb.ScheduleRef(id=sid), timeout=10).state == "active"
+        task = stub.RunSchedule(pb.ScheduleRef(id=sid), timeout=10)
+        assert task.type == "g" and task.priority == 7
+        page = stub.ListSchedules(pb.ListSchedulesRequest(limit=1000), timeout=10)
+        assert sid in [s.spec.id for s in page.schedules] and page.total >= 1
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateSchedule(pb.ScheduleSpec(id=uniq(), cron="* *",
+                                                task=pb.ScheduleTask(type="g")), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert stub.DeleteSchedule(pb.ScheduleRef(id=sid), timeout=10).deleted
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetSchedule(pb.ScheduleRef(id=sid), timeout=10)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
