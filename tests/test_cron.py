@@ -202,3 +202,29 @@ def test_unknown_zone():
     with pytest.raises(cron.CronError, match="unknown time zone"):
         cron.zone("Mars/Olympus")
     assert cron.zone("Asia/Tokyo").key == "Asia/Tokyo"
+
+
+@st.composite
+def in_the_changing_hour(draw):
+    """A daily cron whose hour is the local hour a transition skips or repeats, asked from
+    just before it: the random crons above rarely hit that hour."""
+    zone = draw(st.sampled_from([z for z in ZONES if z != "UTC"]))
+    at = draw(st.sampled_from(transitions(zone)))
+    tz = ZoneInfo(zone)
+    hour = datetime.fromtimestamp(at - 1, tz).hour  # local hour before the change
+    expr = f"{draw(field(0, 59))} {draw(st.sampled_from([hour, (hour + 1) % 24]))} * * *"
+    return expr, zone, at - draw(st.integers(60, 3 * 3600))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=in_the_changing_hour())
+def test_next_fire_in_the_hour_a_transition_changes(case):
+    expr, zone, after = case
+    c, tz = cron.parse(expr), ZoneInfo(zone)
+    window = 2 * 86400
+    expected = reference_fires(c, tz, after, window, 60)
+    walked, at = [], cron.next_fire(c, tz, after)
+    while at is not None and at <= after + window:
+        walked.append(at)
+        at = cron.next_fire(c, tz, at)
+    assert walked == expected, (expr, zone, after)
