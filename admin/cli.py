@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 
 from admin import output
-from admin import workflows
+from admin import schedules, workflows
 from taskqueue.client import Client
 from taskqueue.errors import BrokerError, ConnectionLost
 from taskqueue.tlsutil import client_context_from_paths
@@ -334,6 +334,7 @@ COMMANDS = {
     "import": (cmd_import, show_import),
     "hash-key": (None, lambda r: print(r["key_hash"])),
     "workflows": (workflows.run, workflows.show),
+    "schedules": (schedules.run, schedules.show),
 }
 CHECKS = {"cluster-status": check_cluster}
 
@@ -441,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("import", "submit the tasks of a JSON array file (tq-admin list output) in bulk, "
         "with a progress bar").add_argument("file", help="file, or - for standard input")
     workflows.add_parser(add)
+    schedules.add_parser(add)
     p = add("submit", "submit one task (handy for smoke tests)")
     p.add_argument("type")
     p.add_argument("--payload", default="null", help="JSON (default null)")
@@ -518,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                     return EXIT_BROKER_ERROR
             else:
                 return _exit_code(args, _run_once(client, args))
-    except (UsageError, workflows.UsageError) as exc:
+    except (UsageError, workflows.UsageError, schedules.UsageError) as exc:
         print(f"tq-admin: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokerError as exc:

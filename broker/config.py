@@ -173,6 +173,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "exclusive": Key("bool", False, "true: when limits.queues is applied, clear every "
                          "limit it does not declare (the file is the whole truth)."),
     },
+    "schedules": {
+        "list": Key("schedules", [], "Schedules the leader upserts on start: a list of {id, "
+                    "cron (+ tz) or interval_secs, task {type, queue, payload, ...}, misfire, "
+                    "...} (docs/schedules-limits-results.md). Applied when this list changes; "
+                    "schedules created at runtime are left alone."),
+        "tick_ms": Key("int", 200, "How often the leader looks for due schedules (one index "
+                       "seek; a firing is proposed only when one is due).", 10, 10000),
+    },
 }
 
 
@@ -212,6 +220,8 @@ def _check(path: str, key: Key, value: Any) -> Any:
         return _check_api_keys(path, value)
     elif kind == "limits":
         return _check_limits(path, value)
+    elif kind == "schedules":
+        return _check_schedules(path, value)
     else:  # pragma: no cover - schema typo
         raise AssertionError(kind)
     if key.minimum is not None and number < key.minimum:
@@ -241,6 +251,27 @@ def _check_limits(path: str, value: Any) -> list[dict]:
             out.append({"queue": queue, **normalise_spec(entry)})
         except ValueError as exc:
             raise ConfigError(f"{where}.{exc}") from None
+    return out
+
+
+def _check_schedules(path: str, value: Any) -> list[dict]:
+    from broker import schedule_spec
+    from broker.validation import Invalid
+
+    if not isinstance(value, list) or len(value) > 10_000:
+        raise ConfigError(f"{path}: expected a list of at most 10000 schedules")
+    out, seen = [], set()
+    for i, entry in enumerate(value):
+        try:
+            # payload bound: the default broker.max_payload_bytes (the file's own value is
+            # checked again when the leader proposes the schedule)
+            spec = schedule_spec.normalise(entry, 1 << 20)
+        except Invalid as exc:
+            raise ConfigError(f"{path}[{i}].{exc.message}") from None
+        if spec["id"] in seen:
+            raise ConfigError(f"{path}[{i}].id: {spec['id']!r} is declared twice")
+        seen.add(spec["id"])
+        out.append(spec)
     return out
 
 

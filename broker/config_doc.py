@@ -25,6 +25,8 @@ SECTION_INTRO = {
     "limits": "Rate and concurrency limits per queue, declared so operators keep them in "
               "git (see [schedules-limits-results.md](schedules-limits-results.md"
               "#rate-and-concurrency-limits)).",
+    "schedules": "Periodic tasks declared so operators keep them in git (see "
+                 "[schedules-limits-results.md](schedules-limits-results.md#schedules)).",
     "worker": "What the broker tells workers (announced in its HELLO reply) and how it "
               "treats them.",
 }
@@ -38,6 +40,7 @@ TYPES = {
     "list[str]": "list of strings",
     "api_keys": "list of keys",
     "limits": "list of limits",
+    "schedules": "list of schedules",
     "choice": "one of",
 }
 
@@ -140,6 +143,24 @@ def render() -> str:
         "  queues:",
         "    - {queue: emails, rate: 50, burst: 10}",
         "    - {queue: reports, concurrency: 4}",
+        "```",
+        "",
+        "## Schedule entries",
+        "",
+        "Each entry of `schedules.list` is a schedule as `tq-admin schedules create` takes it:",
+        "",
+        "```yaml",
+        "schedules:",
+        "  list:",
+        "    - id: nightly-report",
+        '      cron: "30 2 * * *"             # minute hour day month weekday [second]',
+        "      tz: Europe/Berlin",
+        "      task: {type: report, queue: reports, payload: {kind: daily}}",
+        "      misfire: once                  # skip | once | all",
+        "    - id: heartbeat",
+        "      interval_secs: 60",
+        "      task: {type: ping}",
+        "      enabled: false                 # declared, paused",
         "```",
         "",
     ]

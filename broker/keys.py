@@ -15,8 +15,11 @@ prefix     key                                                         value
 ``Q``      queue name                                                  rate/concurrency limit
                                                                        and its bucket (JSON)
 ``F``      workflow id, NUL, table letter, rest (see below)                workflow records
+``P``      schedule id                                                 schedule record (JSON)
+``N``      next fire ms (8 bytes), schedule id                         empty (due index)
 ``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``,      JSON
-           ``restored``, ``restorelogged``, ``limitsconfig``)
+           ``restored``, ``restorelogged``, ``limitsconfig``,
+           ``schedules``, ``schedulesconfig``)
 =========  ==========================================================  =================
 
 Workflows (broker/commands/workflows.py) keep every record of one workflow under
@@ -52,6 +55,8 @@ META = b"M"
 LIMIT = b"Q"  # broker/commands/limits.py
 FLOW = b"F"
 FLOW_FINISHED = b"F\x00"
+PERIODIC = b"P"  # schedules (broker/commands/schedules.py)
+PERIODIC_DUE = b"N"  # schedules by next fire time: the timer finds due ones without a scan
 
 META_APPLIED = b"Mapplied"
 META_SEQ = b"Mseq"
@@ -62,6 +67,10 @@ META_RESTORED = b"Mrestored"  # written by a restore (broker/restore.py), never 
 META_RESTORE_LOGGED = b"Mrestorelogged"
 # the fingerprint of the configuration's limits: section last reconciled (limits_reconcile)
 META_LIMITS_CONFIG = b"Mlimitsconfig"
+# how many schedules exist and how many are paused (metrics read it, nothing scans)
+META_SCHEDULES = b"Mschedules"
+# the fingerprint of the configuration's schedules: section last reconciled
+META_SCHEDULES_CONFIG = b"Mschedulesconfig"
 
 
 def u64(value: int) -> bytes:
@@ -171,3 +180,16 @@ def flow_finished(finished_ms: int, flow_id: str) -> bytes:
 
 def flow_finished_until(cutoff_ms: int) -> bytes:
     return FLOW_FINISHED + _U64.pack(cutoff_ms)
+
+
+def periodic(schedule_id: str) -> bytes:
+    return PERIODIC + schedule_id.encode()
+
+
+def periodic_due(next_fire_ms: int, schedule_id: str) -> bytes:
+    return PERIODIC_DUE + _U64.pack(next_fire_ms) + schedule_id.encode()
+
+
+def periodic_due_until(now_ms: int) -> bytes:
+    """Upper bound (exclusive) of the schedules due at ``now_ms``."""
+    return PERIODIC_DUE + _U64.pack(now_ms + 1)

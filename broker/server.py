@@ -22,6 +22,7 @@ from broker.limits_config import LimitsReconciler
 from broker.log.local import LocalLog
 from broker.machine import StateMachine
 from broker.restore import StartupRefused, check_raft_start
+from broker.schedule_timer import ScheduleTimer
 from broker.service import Service
 from broker.store import Store
 from broker.sweeper import Sweeper
@@ -75,6 +76,8 @@ class Broker:
         self.sweeper.start()
         self.limits_reconciler = LimitsReconciler(self.service)
         self.limits_reconciler.start()
+        self.schedule_timer = ScheduleTimer(self.service)
+        self.schedule_timer.start()
         self.ssl = self._server_ssl()
         host = config.broker.host
         b = config.broker
@@ -128,6 +131,7 @@ class Broker:
             except Exception:
                 log.exception("error stopping %r", listener)
         await self.limits_reconciler.stop()
+        await self.schedule_timer.stop()
         await self.sweeper.stop()
         await self.log.stop()
         self.auth.close()

@@ -18,11 +18,13 @@ from broker import keys, tokens
 from broker import validation as v
 from broker.auth import ADMIN, CANCEL, READ, SUBMIT, WORKER, Authenticator, Principal
 from broker.commands import limits
+from broker.commands.schedules import metrics as schedule_metrics
 from broker.config import Config
 from broker.log.base import Log, NotLeader, Unavailable
 from broker.machine import FINISHED, STATUSES, TOTALS, Rejected, public
 from broker.store import Store
 from broker.waiters import TaskWaiters, TooManyWaiters
+from broker.schedule_service import ScheduleService
 from broker.workflow_service import WorkflowService
 from taskqueue import errors, jsonutil
 
@@ -45,7 +47,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Service(WorkflowService):
+class Service(WorkflowService, ScheduleService):
     def __init__(self, config: Config, store: Store, log: Log, auth: Authenticator):
         self.config = config
         self.store = store
@@ -515,6 +517,7 @@ class Service(WorkflowService):
             "paused": set(self.machine.paused),
             "limits": (limits.read_all(self.machine, self.store, now_ms())
                        if self.machine.limits else {}),
+            "schedules": schedule_metrics(self.store),
             "totals": {name: counters.totals.get(name, 0) for name in TOTALS},
             "operations": dict(self._rates.totals),
             "workers": self.live_workers(),

@@ -229,7 +229,7 @@ def fsync_tree(root: str | os.PathLike) -> None:
 
 
 # Only these tables are searched by range inside apply; other keys skip the sorted list.
-_RANGE_PREFIXES = (keys.READY, keys.SCHEDULE, keys.LEASE)
+_RANGE_PREFIXES = (keys.READY, keys.SCHEDULE, keys.LEASE, keys.PERIODIC_DUE)
 
 
 class Overlay:

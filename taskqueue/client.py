@@ -298,6 +298,37 @@ class _Commands:
     def clear_limit(self, queue: str):
         return self._call("LIMIT-CLEAR", {"queue": queue})
 
+    # -- schedules (docs/schedules-limits-results.md, "Schedules"); changes need ``admin``
+    def create_schedule(self, spec: dict):
+        """``spec``: {"id", "cron" (+ "tz") or "interval_secs", "task": {...}, ...}."""
+        return self._call("SCHEDULE-CREATE", spec)
+
+    def update_schedule(self, schedule_id: str, **changes):
+        return self._call("SCHEDULE-UPDATE", dict(changes, id=schedule_id))
+
+    def schedule(self, schedule_id: str):
+        return self._call("SCHEDULE-GET", {"id": schedule_id})
+
+    def schedules(self, after: str | None = None, limit: int | None = None):
+        """One page: {"schedules": [...], "next_cursor": id or None, "counts": {...}}."""
+        arg = {} if after is None else {"after": after}
+        if limit is not None:
+            arg["limit"] = limit
+        return self._call("SCHEDULE-LIST", arg)
+
+    def pause_schedule(self, schedule_id: str):
+        return self._call("SCHEDULE-PAUSE", {"id": schedule_id})
+
+    def resume_schedule(self, schedule_id: str):
+        return self._call("SCHEDULE-RESUME", {"id": schedule_id})
+
+    def delete_schedule(self, schedule_id: str):
+        return self._call("SCHEDULE-DELETE", {"id": schedule_id})
+
+    def run_schedule(self, schedule_id: str):
+        """Enqueue the schedule's task once, now; returns the task."""
+        return self._call("SCHEDULE-RUN", {"id": schedule_id})
+
     def workers(self):
         return self._call("WORKERS", _NO_ARG, _field("workers"))
 

@@ -95,11 +95,16 @@ def fuzz(node, tmp_path, max_examples: int, max_time: int | None = None,
 def test_openapi_fuzz_quick(node, tmp_path):
     # The workflow operations in their own run (below): together they outgrew one test's
     # time budget on a loaded host.
-    fuzz(node, tmp_path, max_examples=10, select=("--exclude-path-regex", "workflows"))
+    fuzz(node, tmp_path, max_examples=10,
+         select=("--exclude-path-regex", "workflows|schedules"))
 
 
 def test_openapi_fuzz_quick_workflows(node, tmp_path):
     fuzz(node, tmp_path, max_examples=10, select=("--include-path-regex", "workflows"))
+
+
+def test_openapi_fuzz_quick_schedules(node, tmp_path):
+    fuzz(node, tmp_path, max_examples=10, select=("--include-path-regex", "schedules"))
 
 
 @pytest.mark.slow

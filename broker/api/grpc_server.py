@@ -28,6 +28,7 @@ from broker import validation as v
 from broker.api.health import HEALTHY, node_health
 from broker.api import taskqueue_pb2 as pb
 from broker.api import taskqueue_pb2_grpc as pb_grpc
+from broker.api.grpc_schedules import SchedulesServicer
 from broker.api.grpc_workflows import WorkflowsServicer
 from broker.auth import AuthError
 from broker.machine import STATUSES
@@ -430,10 +431,12 @@ class GrpcServer:
         pb_grpc.add_LimitsServicer_to_server(
             LimitsServicer(self.broker.service, self.broker.auth), server)
         pb_grpc.add_WorkflowsServicer_to_server(WorkflowsServicer(tasks), server)
+        pb_grpc.add_SchedulesServicer_to_server(SchedulesServicer(tasks, task_to_pb), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, LIMITS_SERVICE_NAME, WORKFLOWS_SERVICE_NAME,
+             pb.DESCRIPTOR.services_by_name["Schedules"].full_name,
              health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -165,6 +165,25 @@ class BrokerCollector:
         yield c
 
     @staticmethod
+    def _schedule_families(found: dict | None):
+        """Schedules (broker/commands/schedules.py): counts always, and each schedule's
+        last fired slot while there are at most 1000 schedules (bounded series)."""
+        if not found:
+            return
+        g = GaugeMetricFamily("tq_schedules_total", "Schedules defined, by state.",
+                              labels=["state"])
+        g.add_metric(["active"], found["total"] - found["paused"])
+        g.add_metric(["paused"], found["paused"])
+        yield g
+        if found.get("last_slot") is not None:
+            g = GaugeMetricFamily("tq_schedule_last_fired_timestamp", "The slot (Unix time) "
+                                  "a schedule last enqueued, per schedule.",
+                                  labels=["schedule"])
+            for name, slot in sorted(found["last_slot"].items()):
+                g.add_metric([name], slot)
+            yield g
+
+    @staticmethod
     def _families(view: dict):
         queues = view["queues"]
         by_status = {s: 0 for s in STATUSES}
@@ -192,6 +211,7 @@ class BrokerCollector:
             g.add_metric([name], 1 if name in view["paused"] else 0)
         yield g
         yield from BrokerCollector._limit_families(view.get("limits") or {})
+        yield from BrokerCollector._schedule_families(view.get("schedules"))
 
         c = CounterMetricFamily("tq_tasks", "Lifetime task outcomes, cluster-wide (from the "
                                 "replicated state machine).", labels=["status"])

@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 from broker import validation as v
 from broker.api.conn_guard import ConnGuard
 from broker.auth import AuthError, Authenticator, Principal
-from broker.api import resp_compat
+from broker.api import resp_compat, resp_schedules
 from broker.service import Service, ServiceError
 from taskqueue import errors, jsonutil
 from taskqueue import resp
@@ -543,6 +543,7 @@ class Command(NamedTuple):
 
 
 C = RespConnection
+S = resp_schedules
 COMMANDS = {
     b"PING": Command(C.cmd_ping, LOCAL, arg=False, hello=False),
     b"QUIT": Command(C.cmd_quit, LOCAL, arg=False, hello=False),
@@ -572,6 +573,15 @@ COMMANDS = {
     b"WORKFLOW-SUBMIT": Command(C.cmd_workflow_submit, WRITE),
     b"WORKFLOW-GET": Command(C.cmd_workflow_get, READ),
     b"WORKFLOW-CANCEL": Command(C.cmd_workflow_cancel, WRITE),
+    # Schedules (broker/api/resp_schedules.py)
+    b"SCHEDULE-CREATE": Command(S.create, WRITE),
+    b"SCHEDULE-UPDATE": Command(S.update, WRITE),
+    b"SCHEDULE-GET": Command(S.get, READ),
+    b"SCHEDULE-LIST": Command(S.list_, READ),
+    b"SCHEDULE-PAUSE": Command(S.pause, WRITE),
+    b"SCHEDULE-RESUME": Command(S.resume, WRITE),
+    b"SCHEDULE-DELETE": Command(S.delete, WRITE),
+    b"SCHEDULE-RUN": Command(S.run, WRITE),
 }
 
 

@@ -21,7 +21,7 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from broker import validation as v
-from broker.api import ui
+from broker.api import rest_schedules, ui
 from broker.api.health import HEALTHY, node_health, write_stalled
 from broker.api.rest_protocol import bounded_protocol
 from broker.auth import ADMIN, CANCEL, READ, SUBMIT, AuthError
@@ -393,3 +393,5 @@ class RestServer:
             body, _ = self._body(request)
             path = v.obj(body, "body").get("path")
             return json_response(await service.snapshot(principal, path), 201)
+
+        rest_schedules.add_routes(app, self, service, json_response)

@@ -551,3 +551,111 @@ class Workflow(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[WorkflowTask]
     tasks_truncated: bool
     def __init__(self, id: _Optional[str] = ..., status: _Optional[str] = ..., size: _Optional[int] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., error: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[WorkflowGroup, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[WorkflowTask, _Mapping]]] = ..., tasks_truncated: _Optional[bool] = ...) -> None: ...
+
+class ScheduleRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ScheduleTask(_message.Message):
+    __slots__ = ("type", "queue", "payload_json", "priority", "max_retries", "timeout_secs", "retry_backoff_secs")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_BACKOFF_SECS_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    queue: str
+    payload_json: str
+    priority: int
+    max_retries: int
+    timeout_secs: float
+    retry_backoff_secs: float
+    def __init__(self, type: _Optional[str] = ..., queue: _Optional[str] = ..., payload_json: _Optional[str] = ..., priority: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout_secs: _Optional[float] = ..., retry_backoff_secs: _Optional[float] = ...) -> None: ...
+
+class ScheduleSpec(_message.Message):
+    __slots__ = ("id", "cron", "tz", "interval_secs", "task", "paused", "misfire", "misfire_limit", "misfire_grace_secs", "jitter_secs", "start_at", "end_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TZ_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    MISFIRE_FIELD_NUMBER: _ClassVar[int]
+    MISFIRE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MISFIRE_GRACE_SECS_FIELD_NUMBER: _ClassVar[int]
+    JITTER_SECS_FIELD_NUMBER: _ClassVar[int]
+    START_AT_FIELD_NUMBER: _ClassVar[int]
+    END_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    cron: str
+    tz: str
+    interval_secs: int
+    task: ScheduleTask
+    paused: bool
+    misfire: str
+    misfire_limit: int
+    misfire_grace_secs: int
+    jitter_secs: float
+    start_at: float
+    end_at: float
+    def __init__(self, id: _Optional[str] = ..., cron: _Optional[str] = ..., tz: _Optional[str] = ..., interval_secs: _Optional[int] = ..., task: _Optional[_Union[ScheduleTask, _Mapping]] = ..., paused: _Optional[bool] = ..., misfire: _Optional[str] = ..., misfire_limit: _Optional[int] = ..., misfire_grace_secs: _Optional[int] = ..., jitter_secs: _Optional[float] = ..., start_at: _Optional[float] = ..., end_at: _Optional[float] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("spec", "state", "next_fire_at", "last_slot_at", "last_fired_at", "last_task_id", "fired", "misfires", "errors", "last_error", "created_at", "updated_at")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SLOT_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIRED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRED_FIELD_NUMBER: _ClassVar[int]
+    MISFIRES_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    spec: ScheduleSpec
+    state: str
+    next_fire_at: float
+    last_slot_at: float
+    last_fired_at: float
+    last_task_id: str
+    fired: int
+    misfires: int
+    errors: int
+    last_error: str
+    created_at: float
+    updated_at: float
+    def __init__(self, spec: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., state: _Optional[str] = ..., next_fire_at: _Optional[float] = ..., last_slot_at: _Optional[float] = ..., last_fired_at: _Optional[float] = ..., last_task_id: _Optional[str] = ..., fired: _Optional[int] = ..., misfires: _Optional[int] = ..., errors: _Optional[int] = ..., last_error: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ("after", "limit")
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    after: str
+    limit: int
+    def __init__(self, after: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules", "next_cursor", "total", "paused")
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[Schedule]
+    next_cursor: str
+    total: int
+    paused: int
+    def __init__(self, schedules: _Optional[_Iterable[_Union[Schedule, _Mapping]]] = ..., next_cursor: _Optional[str] = ..., total: _Optional[int] = ..., paused: _Optional[int] = ...) -> None: ...
+
+class DeleteScheduleResponse(_message.Message):
+    __slots__ = ("id", "deleted")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    deleted: bool
+    def __init__(self, id: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...

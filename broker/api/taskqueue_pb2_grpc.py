@@ -1004,3 +1004,394 @@ class Workflows:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SchedulesStub:
+    """------------------------------------------------------------------------- Schedules
+    Periodic tasks (docs/schedules-limits-results.md, "Schedules"). A service of its own,
+    tq.v1.Schedules, on the same port and with the same API keys; the same operations as
+    RESP's SCHEDULE-* commands and REST's /api/v1/schedules. Changes need admin.
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateSchedule = channel.unary_unary(
+                '/tq.v1.Schedules/CreateSchedule',
+                request_serializer=taskqueue__pb2.ScheduleSpec.SerializeToString,
+                response_deserializer=taskqueue__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.UpdateSchedule = channel.unary_unary(
+                '/tq.v1.Schedules/UpdateSchedule',
+                request_serializer=taskqueue__pb2.ScheduleSpec.SerializeToString,
+                response_deserializer=taskqueue__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/tq.v1.Schedules/GetSchedule',
+                request_serializer=taskqueue__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=taskqueue__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/tq.v1.Schedules/ListSchedules',
+                request_serializer=taskqueue__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=taskqueue__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/tq.v1.Schedules/PauseSchedule',
+                request_serializer=taskqueue__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=taskqueue__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/tq.v1.Schedules/ResumeSchedule',
+                request_serializer=taskqueue__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=taskqueue__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/tq.v1.Schedules/DeleteSchedule',
+                request_serializer=taskqueue__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=taskqueue__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.RunSchedule = channel.unary_unary(
+                '/tq.v1.Schedules/RunSchedule',
+                request_serializer=taskqueue__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=taskqueue__pb2.Task.FromString,
+                _registered_method=True)
+
+
+class SchedulesServicer:
+    """------------------------------------------------------------------------- Schedules
+    Periodic tasks (docs/schedules-limits-results.md, "Schedules"). A service of its own,
+    tq.v1.Schedules, on the same port and with the same API keys; the same operations as
+    RESP's SCHEDULE-* commands and REST's /api/v1/schedules. Changes need admin.
+
+    """
+
+    def CreateSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchedule(self, request, context):
+        """Only the fields that are set change (task fields too); cron and interval_secs
+        replace each other.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunSchedule(self, request, context):
+        """Enqueue the schedule's task once, now (its slots are not affected).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SchedulesServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=taskqueue__pb2.ScheduleSpec.FromString,
+                    response_serializer=taskqueue__pb2.Schedule.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=taskqueue__pb2.ScheduleSpec.FromString,
+                    response_serializer=taskqueue__pb2.Schedule.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=taskqueue__pb2.ScheduleRef.FromString,
+                    response_serializer=taskqueue__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=taskqueue__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=taskqueue__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=taskqueue__pb2.ScheduleRef.FromString,
+                    response_serializer=taskqueue__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=taskqueue__pb2.ScheduleRef.FromString,
+                    response_serializer=taskqueue__pb2.Schedule.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=taskqueue__pb2.ScheduleRef.FromString,
+                    response_serializer=taskqueue__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'RunSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunSchedule,
+                    request_deserializer=taskqueue__pb2.ScheduleRef.FromString,
+                    response_serializer=taskqueue__pb2.Task.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tq.v1.Schedules', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tq.v1.Schedules', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Schedules:
+    """------------------------------------------------------------------------- Schedules
+    Periodic tasks (docs/schedules-limits-results.md, "Schedules"). A service of its own,
+    tq.v1.Schedules, on the same port and with the same API keys; the same operations as
+    RESP's SCHEDULE-* commands and REST's /api/v1/schedules. Changes need admin.
+
+    """
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Schedules/CreateSchedule',
+            taskqueue__pb2.ScheduleSpec.SerializeToString,
+            taskqueue__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Schedules/UpdateSchedule',
+            taskqueue__pb2.ScheduleSpec.SerializeToString,
+            taskqueue__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Schedules/GetSchedule',
+            taskqueue__pb2.ScheduleRef.SerializeToString,
+            taskqueue__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Schedules/ListSchedules',
+            taskqueue__pb2.ListSchedulesRequest.SerializeToString,
+            taskqueue__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Schedules/PauseSchedule',
+            taskqueue__pb2.ScheduleRef.SerializeToString,
+            taskqueue__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Schedules/ResumeSchedule',
+            taskqueue__pb2.ScheduleRef.SerializeToString,
+            taskqueue__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Schedules/DeleteSchedule',
+            taskqueue__pb2.ScheduleRef.SerializeToString,
+            taskqueue__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.Schedules/RunSchedule',
+            taskqueue__pb2.ScheduleRef.SerializeToString,
+            taskqueue__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -15,10 +15,10 @@ a :class:`broker.model.Rejected`; it never raises on bad input.
 
 from __future__ import annotations
 
-from broker.commands import (cluster, housekeeping, limits, queues, tasks, workers,
+from broker.commands import (cluster, housekeeping, limits, queues, schedules, tasks, workers,
                              workflows)
 
-FAMILIES = (tasks, workers, queues, housekeeping, cluster, limits, workflows)
+FAMILIES = (tasks, workers, queues, housekeeping, cluster, limits, workflows, schedules)
 
 
 def _gather():
