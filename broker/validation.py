@@ -162,6 +162,23 @@ def _float_field(spec: dict, field: str, minimum: float, maximum: float, default
     return _number(spec, field, minimum=minimum, maximum=maximum, integer=False)
 
 
+MAX_WAIT_SECS = 300  # the longest ?wait= / gRPC Wait a caller may ask for
+
+
+def wait_ms(seconds) -> int:
+    """A long poll's ``wait`` in seconds (number, or the string of one) to milliseconds.
+    NaN, infinities and out-of-range values are refused here, at the edge: ``int(inf)``
+    raised OverflowError (a 500) before this check existed."""
+    if isinstance(seconds, str):
+        try:
+            seconds = float(seconds)
+        except ValueError:
+            raise Invalid(f"wait: expected seconds, got {seconds!r}") from None
+    value = _number({"wait": seconds}, "wait", minimum=0, maximum=MAX_WAIT_SECS,
+                    integer=False)
+    return int(value * 1000)
+
+
 def task_spec(spec, now_ms: int, max_payload_bytes: int, raw_size: int | None = None) -> dict:
     """Validate one submitted task; return the spec the ``submit`` command carries.
 

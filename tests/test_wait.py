@@ -123,8 +123,10 @@ def test_rest_long_poll_and_grpc_wait(node):
         assert reply.status_code == 200 and reply.json()["status"] == "completed"
         reply = http.get(f"/api/v1/tasks/{other['id']}", params={"wait": "0.3"})
         assert reply.status_code == 200 and reply.json()["status"] == "pending"
-        reply = http.get(f"/api/v1/tasks/{other['id']}", params={"wait": "soon"})
-        assert reply.status_code == 400
+        # Each of these once answered 500 (OverflowError) or waited the wrong time.
+        for bad in ("soon", "-1.7976931348623157e+308", "1e309", "inf", "nan", "-1", "301"):
+            reply = http.get(f"/api/v1/tasks/{other['id']}", params={"wait": bad})
+            assert reply.status_code == 400, (bad, reply.text)
     queue = uniq()
     with Client(node.addr) as c:
         task = c.submit("t", None, queue=queue)
@@ -135,6 +137,10 @@ def test_rest_long_poll_and_grpc_wait(node):
         assert answer.status == "completed" and answer.result_json == '"grpc"'
         answer = stub.Wait(pb.WaitRequest(id=other["id"], timeout_secs=0.2), timeout=30)
         assert answer.status == "pending"
+        for bad in (float("inf"), float("nan"), -1.0, 301.0):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Wait(pb.WaitRequest(id=other["id"], timeout_secs=bad), timeout=30)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
 
 
 def test_waits_per_connection_are_bounded(node):

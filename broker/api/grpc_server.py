@@ -238,10 +238,12 @@ class TaskQueueServicer(pb_grpc.TaskQueueServicer):
             p, v.task_id({"id": request.id}))))
 
     async def Wait(self, request, context):
-        timeout_ms = int(request.timeout_secs * 1000) if request.HasField(
-            "timeout_secs") else 30000
-        return task_to_pb(await self._run(context, lambda p: self.service.wait_task(
-            p, v.task_id({"id": request.id}), timeout_ms, owner=("grpc", context.peer()))))
+        def call(p):
+            timeout_ms = v.wait_ms(request.timeout_secs) if request.HasField(
+                "timeout_secs") else 30000
+            return self.service.wait_task(p, v.task_id({"id": request.id}), timeout_ms,
+                                          owner=("grpc", context.peer()))
+        return task_to_pb(await self._run(context, call))
 
     async def List(self, request, context):
         def call(p):

@@ -263,10 +263,7 @@ class RestServer:
             if wait in (None, ""):
                 return json_response(service.get(principal, task_id))
             # Long poll: answer when the task finishes or after ``wait`` seconds.
-            try:
-                timeout_ms = int(float(wait) * 1000)
-            except ValueError:
-                raise v.Invalid(f"wait: expected seconds, got {wait!r}") from None
+            timeout_ms = v.wait_ms(wait)
             return json_response(await service.wait_task(principal, task_id, timeout_ms,
                                                          owner=("http", request.ip)))
 
