@@ -13,10 +13,15 @@ import failed from "./pages/failed.js";
 import scheduled from "./pages/scheduled.js";
 import workers from "./pages/workers.js";
 import cluster from "./pages/cluster.js";
+import schedules from "./pages/schedules.js";
+import workflows from "./pages/workflows.js";
+import workflow from "./pages/workflow.js";
 
 const POLL_MS = 1000;
-const NAV = [overview, queues, tasks, failed, scheduled, workers, cluster];
-const ROUTES = Object.fromEntries([...NAV, task].map((p) => [p.id, p]));
+const NAV = [overview, queues, tasks, failed, scheduled, schedules, workflows, workers, cluster];
+const ROUTES = Object.fromEntries([...NAV, task, workflow].map((p) => [p.id, p]));
+// A detail page highlights the list it belongs to in the navigation.
+const PARENT = {task: "tasks", workflow: "workflows"};
 
 const $ = (id) => document.getElementById(id);
 let me = null;          // GET /api/v1/whoami of the key in use
@@ -88,7 +93,7 @@ function route() {
   document.title = `${page.title} · task-queue`;
   for (const link of $("nav").querySelectorAll("a")) {
     link.classList.toggle("active", link.dataset.page === page.id ||
-      (page.id === "task" && link.dataset.page === "tasks"));
+      PARENT[page.id] === link.dataset.page);
   }
   refresh = page.mount(root, ctx, params, path);
   refreshNow();
