@@ -2,7 +2,7 @@
 // keeps) and its tasks as a tree in tree order, each with its status; cancel with a
 // cancel_tasks key. The tree is read from GET /api/v1/workflows/{id}, at most TASKS tasks.
 
-import {h, replace, fmtTime, fmtAgo, fmtNumber, badge, shortId} from "../dom.js";
+import {h, replace, fmtTime, fmtAgo, fmtNumber, badge} from "../dom.js";
 import {flowBadge} from "./workflows.js";
 
 const TASKS = 500;  // a 100,000-task workflow is shown by its first 500 tasks and counters
@@ -33,9 +33,8 @@ function taskRow(t) {
   const known = t.status !== "waiting";
   return h("li", {"data-task": t.id, "data-status": t.status, "data-depth": depth(t.role)},
     h("span", {class: "tree-role"}, label(t.role)), " ",
-    known ? h("a", {href: `#/task/${encodeURIComponent(t.id)}`, class: "mono", title: t.id},
-              shortId(t.id))
-      : h("span", {class: "mono", title: t.id}, shortId(t.id)), " ",
+    known ? h("a", {href: `#/task/${encodeURIComponent(t.id)}`, class: "mono"}, t.id)
+      : h("span", {class: "mono"}, t.id), " ",
     h("span", {"data-testid": "member-status"}, badge(t.status)),
     t.error ? h("span", {class: "hint"}, ` ${t.error}`) : null);
 }
