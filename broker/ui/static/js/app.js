@@ -30,6 +30,11 @@ let refresh = null;     // the shown page's refresh()
 let generation = 0;     // bumped on every navigation: a late answer for an old page is dropped
 let busy = false, again = false, timer = null;
 let lastRead = null, lastError = null, lastOk = null;
+// A page whose reads cost the broker much (a filter matching few tasks in a big store walks
+// up to 100,000 entries per page) is re-read less often: after a refresh that took T ms the
+// next one waits SLOW_FACTOR * T, so one open tab never keeps a broker core busy.
+const SLOW_MS = 250, SLOW_FACTOR = 3;
+let pageDueAt = 0, pageForced = false;
 
 const ctx = {
   api,
@@ -65,7 +70,13 @@ async function tick() {
   try {
     stats = await api.stats();
     history.record(stats);
-    if (refresh && gen === generation) await refresh();
+    if (refresh && gen === generation && (pageForced || performance.now() >= pageDueAt)) {
+      pageForced = false;
+      const began = performance.now();
+      await refresh();
+      const took = performance.now() - began;
+      pageDueAt = took > SLOW_MS ? began + took * (1 + SLOW_FACTOR) : 0;
+    }
     lastError = null;
     lastOk = Date.now() / 1000;
   } catch (err) {
@@ -78,7 +89,8 @@ async function tick() {
   if (again) { again = false; tick(); }
 }
 
-function refreshNow() {
+function refreshNow() {  // after a click or a navigation: now, however slow the page is
+  pageForced = true;
   tick();
 }
 
