@@ -445,11 +445,16 @@ def test_workflows_page_shows_the_tree_live_and_cancels(dash, http, resp):
         {"type": "publish", "queue": "flows"}]}
     assert http.post("/api/v1/workflows", json={"id": "nightly-2026-12-03",
                                                 "workflow": tree}).status_code == 201
-    assert http.post("/api/v1/workflows", json={"id": "done-flow", "workflow": {
+    assert http.post("/api/v1/workflows", json={"id": "thumbnails-batch", "workflow": {
         "group": [{"type": "x", "queue": "flows-other"}]}}).status_code == 201
     dash.login(key("admin"))
     dash.go("#/workflows")
     dash.find("tr[data-workflow=nightly-2026-12-03]")
+    dash.find("[data-testid=workflow-id-input]").send_keys("thumbnails-batch")
+    dash.click("button[data-nav=open-workflow]")
+    assert dash.text("[data-testid=workflow-id]") == "thumbnails-batch"
+    assert "1 of 1" not in dash.text("[data-testid=workflow-tree]")
+    dash.go("#/workflows")
     dash.click("tr[data-workflow=nightly-2026-12-03] a")
     assert dash.text("[data-testid=workflow-id]") == "nightly-2026-12-03"
     items = dash.wait(lambda: dash.all("[data-testid=workflow-tree] li[data-task]"),
