@@ -187,8 +187,7 @@ def main(argv=None) -> int:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-        if not args.data_dir:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a --data-dir store lives elsewhere
     if args.json:
         print(json.dumps(result))
     else:
