@@ -17,6 +17,7 @@ from collections import defaultdict
 from broker import keys, tokens
 from broker import validation as v
 from broker.auth import ADMIN, CANCEL, READ, SUBMIT, WORKER, Authenticator, Principal
+from broker.cluster_service import ClusterService
 from broker.commands import limits
 from broker.commands.schedules import metrics as schedule_metrics
 from broker.config import Config
@@ -47,7 +48,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class Service(WorkflowService, ScheduleService):
+class Service(WorkflowService, ScheduleService, ClusterService):
     def __init__(self, config: Config, store: Store, log: Log, auth: Authenticator):
         self.config = config
         self.store = store

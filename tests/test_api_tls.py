@@ -140,6 +140,37 @@ def test_mutual_tls_refuses_other_clients(mtls_node, pki, cert):
     assert refused(lambda: resp_ping(p["resp"], None))  # and plaintext, of course
 
 
+def test_dashboard_over_mutual_tls_the_certificate_reaches_it_and_the_key_decides(
+        tmp_path, pki):
+    """docs/dashboard.md: with mutual TLS the browser's client certificate is enough to load
+    /ui; what the page may then do is still the API key's permissions."""
+    from tests.api_support import KEYS, key_entries
+
+    proc = start_tls_broker(tmp_path, pki, mutual=True, name="mtls-ui",
+                            extra={"auth": {"enabled": True, "api_keys": key_entries()}})
+    try:
+        rest = ports(proc)["rest"]
+        ctx = client_ssl(pki, cert="client")
+        page = https_get(rest, "/ui/", ctx)
+        assert page.status_code == 200 and "<title>task-queue dashboard" in page.text
+        assert https_get(rest, "/ui/js/app.js", ctx).status_code == 200
+        for cert in (None, "other"):  # no certificate, or one from another CA: no page
+            assert refused(lambda: https_get(rest, "/ui/", client_ssl(pki, cert=cert)))
+        # The certificate alone grants nothing in the API the page calls.
+        assert https_get(rest, "/api/v1/whoami", ctx).status_code == 401
+        with httpx.Client(verify=ctx, timeout=5) as http:
+            who = http.get(f"https://127.0.0.1:{rest}/api/v1/whoami",
+                           headers={"Authorization": f"Bearer {KEYS['read'][0]}"},
+                           extensions={"sni_hostname": SERVER_NAME}).json()
+            assert who["permissions"] == ["read_tasks"] and not who["allows"]["admin"]
+            paused = http.post(f"https://127.0.0.1:{rest}/api/v1/queues/q/pause",
+                               headers={"Authorization": f"Bearer {KEYS['read'][0]}"},
+                               extensions={"sni_hostname": SERVER_NAME})
+            assert paused.status_code == 403
+    finally:
+        proc.stop()
+
+
 @pytest.mark.slow
 def test_guide_4096_bit_certificates_on_every_port(tmp_path):
     """The guide's commands verbatim (rsa:4096), mutual TLS, every port."""

@@ -31,3 +31,21 @@ def test_bench_prints_every_figure_as_json():
     assert 0 < figures["round_trip"]["p50_ms"] <= figures["round_trip"]["p99_ms"]
     assert figures["chord_callback"]["members"] == 50
     assert 0 < figures["chord_callback"]["p50_ms"] <= figures["chord_callback"]["max_ms"]
+
+
+@pytest.mark.slow
+def test_dashboard_bench_times_every_page():
+    """python -m bench.dashboard end to end on a small store (a smoke test of the tool)."""
+    import os
+
+    if not (os.access("/usr/bin/chromium", os.X_OK) and os.access("/usr/bin/chromedriver",
+                                                                 os.X_OK)):
+        pytest.skip("no Chromium/chromedriver")
+    out = subprocess.run([sys.executable, "-m", "bench.dashboard", "--json", "--tasks", "3000"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    # + rare, delayed, dead, and the 10 members of each of the 60 workflows
+    assert figures["tasks_stored"] == 3000 + 20 + 100 + 200 + 60 * 10
+    assert len(figures["page_ms"]) == 12 and all(ms > 0 for ms in figures["page_ms"].values())
+    assert all(ms > 0 for ms in figures["api_ms"].values())

@@ -250,6 +250,12 @@ def test_read_key_sees_everything_and_no_buttons(dash, http, resp):
     resp.fail(job["id"], job["token"], "boom")
     wait_for(lambda: task_status(http, dead["id"]) == "dead", 5, what="dead")
     resp.submit("e", {"n": 2}, queue="ro", delay_secs=3600)
+    assert http.post("/api/v1/schedules", json={"id": "ro-sched", "interval_secs": 3600,
+                                                "task": {"type": "e", "queue": "ro"}}
+                     ).status_code == 201
+    assert http.put("/api/v1/queues/ro/limit", json={"concurrency": 5}).status_code == 200
+    assert http.post("/api/v1/workflows", json={"id": "ro-flow", "workflow": {
+        "chain": [{"type": "e", "queue": "ro-flow"}]}}).status_code == 201
     dash.login(key("read"))
     assert "read-only" in dash.text("[data-testid=who]")
     for page, proof in (("#/queues", "[data-queue=ro]"),
@@ -257,11 +263,17 @@ def test_read_key_sees_everything_and_no_buttons(dash, http, resp):
                         (f"#/task/{dead['id']}", "[data-testid=task-status]"),
                         ("#/scheduled", "tr[data-status=scheduled]"),
                         ("#/workers", "table.grid"), ("#/cluster", "[data-node]"),
+                        ("#/schedules", "tr[data-schedule=ro-sched]"),
+                        ("#/workflows", "tr[data-workflow=ro-flow]"),
+                        ("#/workflow/ro-flow", "[data-testid=workflow-tree] li"),
                         ("#/overview", "[data-testid=throughput-chart] svg")):
         dash.go(page)
         dash.find(proof)
         time.sleep(0.2)
         assert dash.all(ACTION) == [], f"{page} shows a button to a read-only key"
+        if page == "#/queues":  # the limit is shown, the form to change it is not
+            assert "0 of 5 running" in dash.text("tr[data-queue=ro] [data-testid=queue-limit]")
+            assert dash.all("[data-testid=limit-rate]") == []
         if page.startswith("#/failed"):
             dash.shot("read-only")
     assert dash.severe_console_errors() == []
@@ -321,10 +333,26 @@ def test_queue_is_paused_and_resumed_from_the_page(dash, http, resp):
     wait_for(lambda: http.get("/api/v1/queues/mail").json()["paused"], 5, what="paused")
     dash.find("tr[data-queue=mail] button[data-action=resume]")
     assert "paused" in dash.text("tr[data-queue=mail]")
-    dash.shot("queues")
     dash.click("tr[data-queue=mail] button[data-action=resume]")
     wait_for(lambda: not http.get("/api/v1/queues/mail").json()["paused"], 5, what="resumed")
     dash.find("tr[data-queue=mail] button[data-action=pause]")
+    # A limit typed into the form (it survives the page's polling) reaches the broker.
+    for name, value in (("queue", "mail"), ("rate", "2.5"), ("concurrency", "4")):
+        dash.find(f"[data-testid=limit-{name}]").send_keys(value)
+        time.sleep(1.2)  # a refresh in between: what is typed stays
+    dash.click("button[data-action=set-limit]")
+    wait_for(lambda: http.get("/api/v1/queues/mail/limit").status_code == 200, 5,
+             what="limit set")
+    limit = http.get("/api/v1/queues/mail/limit").json()
+    assert (limit["rate"], limit["burst"], limit["concurrency"]) == (2.5, 3, 4)
+    assert "2.5/s (burst 3), 0 of 4 running" in dash.text(
+        "tr[data-queue=mail] [data-testid=queue-limit]")
+    dash.shot("queues")
+    dash.click("button[data-action=clear-limit]")
+    wait_for(lambda: http.get("/api/v1/queues/mail/limit").status_code == 404, 5,
+             what="limit cleared")
+    dash.wait(lambda: not dash.all("tr[data-queue=mail] [data-testid=queue-limit]"),
+              what="limit gone from the row")
 
 
 def test_worker_is_told_to_quiet_from_the_page(dash, http, resp, node, tmp_path):
@@ -366,8 +394,116 @@ def test_cluster_and_scheduled_pages(dash, resp):
     dash.shot("scheduled")
     dash.go("#/cluster")
     assert dash.text("[data-node] [data-testid=node-role]") == "leader"
+    assert dash.all("[data-action=transfer-leader]") == []  # one node: nothing to hand over
     dash.shot("cluster")
     assert dash.severe_console_errors() == []
+
+
+def test_schedules_page_shows_fire_times_and_pauses_resumes_and_runs(dash, http):
+    created = http.post("/api/v1/schedules", json={
+        "id": "heartbeat", "interval_secs": 1,
+        "task": {"type": "ping", "queue": "beats", "payload": {"hello": 1}}})
+    assert created.status_code == 201
+    assert http.post("/api/v1/schedules", json={
+        "id": "nightly-report", "cron": "30 2 * * *", "tz": "Europe/Paris", "misfire": "once",
+        "task": {"type": "report", "queue": "reports"}}).status_code == 201
+    row = "tr[data-schedule=heartbeat]"
+    dash.login(key("admin"))
+    dash.go("#/schedules")
+    # Live: the per-second schedule's fired count and last slot move without a reload.
+    dash.wait(lambda: int(dash.text(f"{row} [data-testid=fired]")) >= 2, 10, "two slots fired")
+    assert dash.text(f"{row} [data-testid=last-slot]") != "—"
+    assert "in " in dash.text("tr[data-schedule=nightly-report] [data-testid=next-fire]")
+    assert "30 2 * * * Europe/Paris" in dash.text("tr[data-schedule=nightly-report]")
+    dash.shot("schedules")
+
+    dash.click(f"{row} button[data-action=pause]")
+    wait_for(lambda: http.get("/api/v1/schedules/heartbeat").json()["state"] == "paused", 5,
+             what="paused")
+    dash.wait(lambda: dash.text(f"{row} [data-testid=schedule-state]") == "paused",
+              what="paused badge")
+    assert dash.text(f"{row} [data-testid=next-fire]") == "—"
+    fired = http.get("/api/v1/schedules/heartbeat").json()["fired"]
+    before = http.get("/api/v1/queues/beats").json()["pending"]
+    dash.click(f"{row} button[data-action=run]")  # one extra task, slots untouched
+    wait_for(lambda: http.get("/api/v1/queues/beats").json()["pending"] == before + 1, 5,
+             what="run now enqueued one task")
+    dash.click(f"{row} button[data-action=resume]")
+    wait_for(lambda: http.get("/api/v1/schedules/heartbeat").json()["state"] == "active", 5,
+             what="resumed")
+    dash.wait(lambda: int(dash.text(f"{row} [data-testid=fired]")) > fired, 10,
+              "fires again after resume")
+    assert http.delete("/api/v1/schedules/heartbeat").status_code == 200  # quiet for the rest
+
+
+def test_workflows_page_shows_the_tree_live_and_cancels(dash, http, resp):
+    tree = {"chain": [
+        {"type": "fetch", "queue": "flows", "payload": {"url": "a.csv"}},
+        {"chord": [{"type": "thumb", "queue": "flows", "payload": size}
+                   for size in (64, 128, 256)],
+         "callback": {"type": "collect", "queue": "flows"}},
+        {"type": "publish", "queue": "flows"}]}
+    assert http.post("/api/v1/workflows", json={"id": "nightly-2026-12-03",
+                                                "workflow": tree}).status_code == 201
+    assert http.post("/api/v1/workflows", json={"id": "thumbnails-batch", "workflow": {
+        "group": [{"type": "x", "queue": "flows-other"}]}}).status_code == 201
+    dash.login(key("admin"))
+    dash.go("#/workflows")
+    dash.find("tr[data-workflow=nightly-2026-12-03]")
+    dash.find("[data-testid=workflow-id-input]").send_keys("thumbnails-batch")
+    dash.click("button[data-nav=open-workflow]")
+    assert dash.text("[data-testid=workflow-id]") == "thumbnails-batch"
+    assert "1 of 1" not in dash.text("[data-testid=workflow-tree]")
+    dash.go("#/workflows")
+    dash.click("tr[data-workflow=nightly-2026-12-03] a")
+    assert dash.text("[data-testid=workflow-id]") == "nightly-2026-12-03"
+    items = dash.wait(lambda: dash.all("[data-testid=workflow-tree] li[data-task]"),
+                      what="tree")
+    assert len(items) == 6  # fetch, 3 thumbs, collect, publish
+    first = "nightly-2026-12-03.0"
+    assert dash.text(f"li[data-task='{first}'] [data-testid=member-status]") == "pending"
+    assert dash.text("li[data-task='nightly-2026-12-03.5'] [data-testid=member-status]") \
+        == "waiting"
+
+    # The chain advances as a worker (this test, over RESP) completes steps: no reload.
+    job = resp.fetch(["flows"], count=1)[0]
+    assert job["id"] == first
+    resp.ack(job["id"], job["token"], {"rows": 3})
+    dash.wait(lambda: dash.text(f"li[data-task='{first}'] [data-testid=member-status]")
+              == "completed", what="first step completed")
+    dash.wait(lambda: len(dash.all("[data-testid=workflow-tree] li[data-status=pending]")) == 3,
+              what="the chord's three members pending")
+    jobs = resp.fetch(["flows"], count=1)
+    resp.ack(jobs[0]["id"], jobs[0]["token"], {"thumb": True})
+    dash.wait(lambda: "1 of 3 done" in dash.text("li[data-group] [data-testid=group-progress]"),
+              what="chord progress")
+    assert "running" in dash.text("[data-testid=workflow-status]")
+    dash.shot("workflow")
+
+    dash.click("button[data-action=cancel-workflow]")
+    wait_for(lambda: http.get("/api/v1/workflows/nightly-2026-12-03").json()["status"]
+             == "cancelled", 5, what="cancelled")
+    dash.wait(lambda: dash.text("[data-testid=workflow-status]") == "cancelled",
+              what="cancelled badge")
+    assert dash.all("button[data-action=cancel-workflow]") == []
+    statuses = {t["status"] for t in http.get("/api/v1/workflows/nightly-2026-12-03")
+                .json()["tasks"]}
+    assert statuses == {"completed", "cancelled"}
+    dash.go("#/workflows")
+    dash.wait(lambda: dash.text("tr[data-workflow=nightly-2026-12-03] "
+                                "[data-testid=workflow-status]") == "cancelled",
+              what="the list shows it cancelled")
+    dash.shot("workflows")
+    assert dash.severe_console_errors() == []
+
+
+def test_transfer_leader_needs_admin_and_a_cluster(node):
+    base = rest_url(node)
+    url = f"{base}/api/v1/cluster/transfer-leader"
+    refused = httpx.post(url, headers={"Authorization": f"Bearer {key('read')}"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "NOPERM"
+    alone = httpx.post(url, headers={"Authorization": f"Bearer {key('admin')}"})
+    assert alone.status_code == 409 and alone.json()["error"]["code"] == "BADSTATE"
 
 
 # --------------------------------------------------------------- 3 nodes, leader killed
@@ -379,6 +515,19 @@ def test_cluster_page_shows_the_new_leader_after_the_leader_is_killed(driver, tm
     cluster = start_api_cluster(tmp_path, {"auth": {"enabled": True,
                                                     "api_keys": key_entries()}})
     try:
+        # Leadership handed over from the page (admin), opened on a follower.
+        first = wait_single_leader(cluster, [0, 1, 2])
+        dash = Dash(driver, rest(cluster.nodes[(first + 1) % 3]))
+        dash.login(key("admin"))
+        dash.go("#/cluster")
+        dash.wait(lambda: dash.text("[data-testid=cluster-leader] .card-value")
+                  == f"n{first + 1}", 10, "the first leader")
+        dash.click("button[data-action=transfer-leader]")
+        moved = wait_single_leader(cluster, [0, 1, 2])
+        assert moved != first
+        dash.wait(lambda: dash.text("[data-testid=cluster-leader] .card-value")
+                  == f"n{moved + 1}", 10, "the new leader after the transfer")
+        dash.shot("cluster-transfer")
         # A loaded machine can re-elect once while starting: settle on a leader the page
         # (opened on a follower) agrees on before killing it.
         for attempt in range(3):

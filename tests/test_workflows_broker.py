@@ -137,3 +137,36 @@ def test_grpc_workflows_service(node):
         with pytest.raises(grpc.RpcError) as bad:
             stub.SubmitWorkflow(pb.SubmitWorkflowRequest(workflow_json="{"))
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_rest_lists_workflows_a_page_at_a_time(node):
+    """GET /api/v1/workflows: summaries in id order, one seek per workflow, with a cursor
+    that skips the whole of a big workflow's records (not its first key only)."""
+    queue = uniq()
+    base = f"{rest_url(node)}/api/v1/workflows"
+    ids = [f"list-{i:02d}" for i in range(5)]
+    for flow_id in ids:
+        made = httpx.post(base, json={"id": flow_id, "workflow": {
+            "group": [{"type": "echo", "queue": queue}] * 30}})
+        assert made.status_code == 201
+    # "list-0" is a prefix of "list-00": its keys sort right before that workflow's, and
+    # the cursor must step from one to the other without skipping or repeating either.
+    assert httpx.post(base, json={"id": "list-0", "workflow": {
+        "chain": [{"type": "echo", "queue": queue}]}}).status_code == 201
+    seen, after = [], None
+    while True:
+        page = httpx.get(base, params={"limit": 2, "after": after or ""}).json()
+        assert len(page["workflows"]) <= 2
+        seen += page["workflows"]
+        after = page["next_cursor"]
+        if after is None:
+            break
+    listed = [w["id"] for w in seen if w["id"].startswith("list-")]
+    assert listed == sorted(["list-0", *ids])
+    one = next(w for w in seen if w["id"] == "list-03")
+    assert one["status"] == "pending" and one["size"] == 30 and one["finished_at"] is None
+    assert set(one) == {"id", "status", "size", "created_at", "updated_at", "finished_at",
+                        "error"}
+    for bad in ({"limit": 0}, {"limit": 101}, {"limit": "x"}, {"after": "bad id!"}):
+        r = httpx.get(base, params=bad)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "BADREQ", bad

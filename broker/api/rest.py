@@ -357,6 +357,11 @@ class RestServer:
             principal = await self._principal(request)
             return json_response(service.cluster(principal))
 
+        @app.post(f"{PREFIX}/cluster/transfer-leader")
+        async def transfer_leader(request):
+            principal = await self._principal(request)
+            return json_response(await service.transfer_leader(principal))
+
         # -- workflows (docs/workflows.md)
 
         @app.post(f"{PREFIX}/workflows")
@@ -365,6 +370,20 @@ class RestServer:
             body, _ = self._body(request)
             result = await service.submit_workflow(principal, body)
             return json_response(result, 200 if result.get("duplicate") else 201)
+
+        @app.get(f"{PREFIX}/workflows")
+        async def list_workflows(request):
+            principal = await self._principal(request)
+            limit = request.args.get("limit")
+            if limit not in (None, ""):
+                try:
+                    limit = int(limit)
+                except ValueError:
+                    raise v.Invalid(f"limit: expected an integer, got {limit!r}") from None
+            else:
+                limit = None
+            after = request.args.get("after")
+            return json_response(service.list_workflows(principal, after or None, limit))
 
         @app.get(f"{PREFIX}/workflows/<flow_id:str>")
         async def get_workflow(request, flow_id):

@@ -84,6 +84,17 @@ export const api = {
   workers: () => get("/workers"),
   workerState: (id, state) => post(`/workers/${seg(id)}/state`, {state}),
   cluster: () => get("/cluster"),
+  transferLeader: () => post("/cluster/transfer-leader"),
+  limits: () => get("/limits"),
+  setLimit: (queue, spec) => request("PUT", v1(`/queues/${seg(queue)}/limit`), spec),
+  clearLimit: (queue) => request("DELETE", v1(`/queues/${seg(queue)}/limit`)),
+  schedules: (params) => get("/schedules", params),
+  schedulePause: (id) => post(`/schedules/${seg(id)}/pause`),
+  scheduleResume: (id) => post(`/schedules/${seg(id)}/resume`),
+  scheduleRun: (id) => post(`/schedules/${seg(id)}/run`),
+  workflows: (params) => get("/workflows", params),
+  workflow: (id, params) => get(`/workflows/${seg(id)}`, params),
+  workflowCancel: (id) => post(`/workflows/${seg(id)}/cancel`),
   // Open endpoint (no key): 503 is an answer here (unhealthy), not a failure.
   health: () => request("GET", "/health", undefined, {auth: false, okStatuses: [503]}),
 };

@@ -13,10 +13,15 @@ import failed from "./pages/failed.js";
 import scheduled from "./pages/scheduled.js";
 import workers from "./pages/workers.js";
 import cluster from "./pages/cluster.js";
+import schedules from "./pages/schedules.js";
+import workflows from "./pages/workflows.js";
+import workflow from "./pages/workflow.js";
 
 const POLL_MS = 1000;
-const NAV = [overview, queues, tasks, failed, scheduled, workers, cluster];
-const ROUTES = Object.fromEntries([...NAV, task].map((p) => [p.id, p]));
+const NAV = [overview, queues, tasks, failed, scheduled, schedules, workflows, workers, cluster];
+const ROUTES = Object.fromEntries([...NAV, task, workflow].map((p) => [p.id, p]));
+// A detail page highlights the list it belongs to in the navigation.
+const PARENT = {task: "tasks", workflow: "workflows"};
 
 const $ = (id) => document.getElementById(id);
 let me = null;          // GET /api/v1/whoami of the key in use
@@ -25,6 +30,11 @@ let refresh = null;     // the shown page's refresh()
 let generation = 0;     // bumped on every navigation: a late answer for an old page is dropped
 let busy = false, again = false, timer = null;
 let lastRead = null, lastError = null, lastOk = null;
+// A page whose reads cost the broker much (a filter matching few tasks in a big store walks
+// up to 100,000 entries per page) is re-read less often: after a refresh that took T ms the
+// next one waits SLOW_FACTOR * T, so one open tab never keeps a broker core busy.
+const SLOW_MS = 250, SLOW_FACTOR = 3;
+let pageDueAt = 0, pageForced = false;
 
 const ctx = {
   api,
@@ -60,7 +70,13 @@ async function tick() {
   try {
     stats = await api.stats();
     history.record(stats);
-    if (refresh && gen === generation) await refresh();
+    if (refresh && gen === generation && (pageForced || performance.now() >= pageDueAt)) {
+      pageForced = false;
+      const began = performance.now();
+      await refresh();
+      const took = performance.now() - began;
+      pageDueAt = took > SLOW_MS ? began + took * (1 + SLOW_FACTOR) : 0;
+    }
     lastError = null;
     lastOk = Date.now() / 1000;
   } catch (err) {
@@ -73,7 +89,8 @@ async function tick() {
   if (again) { again = false; tick(); }
 }
 
-function refreshNow() {
+function refreshNow() {  // after a click or a navigation: now, however slow the page is
+  pageForced = true;
   tick();
 }
 
@@ -88,7 +105,7 @@ function route() {
   document.title = `${page.title} · task-queue`;
   for (const link of $("nav").querySelectorAll("a")) {
     link.classList.toggle("active", link.dataset.page === page.id ||
-      (page.id === "task" && link.dataset.page === "tasks"));
+      PARENT[page.id] === link.dataset.page);
   }
   refresh = page.mount(root, ctx, params, path);
   refreshNow();

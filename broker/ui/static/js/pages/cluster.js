@@ -1,5 +1,5 @@
 // Cluster: every node as this one sees it: role, term, commit and applied index, lag,
-// reachability, caught-up and restore identity.
+// reachability, caught-up and restore identity; leadership transfer (admin, clusters).
 
 import {h, replace, table, fmtNumber, badge} from "../dom.js";
 
@@ -36,8 +36,16 @@ export default {
             h("div", {class: "card-label"}, "this node caught up"))),
         c.restore_mismatch ? h("p", {class: "alert"}, "Restore mismatch: the reachable " +
           "nodes were restored from different backups (or some were not restored).") : null,
+        ctx.can("admin") && c.mode === "raft" ? h("div", {class: "actions"},
+          h("button", {"data-action": "transfer-leader", class: "warn", onclick: () =>
+            ctx.act("transfer leadership", async () => {
+              const r = await ctx.api.transferLeader();
+              if (!r.transferred) throw new Error(`${r.previous_leader} still leads; retry`);
+              ctx.toast(`leader: ${r.previous_leader} → ${r.leader} (term ${r.term})`, "ok");
+            })}, "Transfer leadership")) : null,
         h("p", {class: "hint"}, "Followers answer reads from their own copy and forward " +
-          "writes to the leader. Leadership is handed over with `tq-admin transfer-leader`."));
+          "writes to the leader. Transfer leadership (admin) hands it to the most caught-up " +
+          "follower, e.g. before restarting the leader's machine."));
       replace(nodes, h("h2", {}, "Nodes"), table([
         {title: "node", cell: (n) => h("span", {"data-testid": "node-id"}, n.node_id)},
         {title: "address", cell: (n) => n.address},
