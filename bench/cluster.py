@@ -31,7 +31,11 @@ SECRET = "bench-cluster-secret"
 
 
 class LocalCluster:
-    def __init__(self, size: int, wal_sync_interval_ms: int, election_timeout_ms: int):
+    def __init__(self, size: int, wal_sync_interval_ms: int, election_timeout_ms: int,
+                 command=None):
+        # command(k) -> argv of node k (default: the broker itself)
+        self.command = command or (lambda k: [sys.executable, "-m", "broker.cli",
+                                              "--config", self.configs[k]])
         self.tmp = tempfile.mkdtemp(prefix="tq-bench-cluster-")
         self.ports = [free_port() for _ in range(size)]
         self.raft_ports = [free_port() for _ in range(size)]
@@ -63,9 +67,8 @@ class LocalCluster:
     def start(self, i: int | None = None) -> None:
         for k in ([i] if i is not None else range(len(self.ports))):
             log = open(os.path.join(self.tmp, f"n{k + 1}.log"), "ab")
-            self.procs[k] = subprocess.Popen(
-                [sys.executable, "-m", "broker.cli", "--config", self.configs[k]], cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT)
+            self.procs[k] = subprocess.Popen(self.command(k), cwd=ROOT, stdout=log,
+                                             stderr=subprocess.STDOUT)
         for k in ([i] if i is not None else range(len(self.ports))):
             wait_for_ping(self.ports[k], 60, self.procs[k])
 

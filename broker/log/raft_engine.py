@@ -34,6 +34,8 @@ from pysyncobj import journal as _journal
 from pysyncobj import pickle as _pickle
 from pysyncobj import syncobj as _syncobj
 
+from broker.log import raft_frames
+
 _PATCH_LOCK = threading.Lock()
 
 MAGIC = b"TQR1"
@@ -325,6 +327,7 @@ def engine_patches(sync_interval_ms: int, authenticator: HmacAuthenticator, jour
         journals.append(journal)
         return journal
 
+    raft_frames.install()  # cheap frame compression, same wire format (raft_frames.py)
     with _PATCH_LOCK:
         saved = (_syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO)
         _syncobj.createJournal = create_journal
@@ -339,7 +342,8 @@ def engine_patches(sync_interval_ms: int, authenticator: HmacAuthenticator, jour
 # ------------------------------------------------------------- talking to a peer's Raft port
 
 def _send(sock: socket.socket, auth: HmacAuthenticator, message) -> None:
-    data = auth.encrypt_at_time(zlib.compress(_pickle.dumps(message), 3), int(time.monotonic()))
+    data = auth.encrypt_at_time(raft_frames.compress(_pickle.dumps(message)),
+                                int(time.monotonic()))
     sock.sendall(struct.pack("i", len(data)) + data)
 
 
