@@ -318,8 +318,10 @@ class DurableJournal(_journal.FileJournal):
 
 
 @contextlib.contextmanager
-def engine_patches(sync_interval_ms: int, authenticator: HmacAuthenticator, journals: list):
-    """While a SyncObj is constructed: our journal factory and our frame authenticator."""
+def engine_patches(sync_interval_ms: int, authenticator: HmacAuthenticator, journals: list,
+                   poller=None):
+    """While a SyncObj is constructed: our journal factory, our frame authenticator and,
+    when given, the poller it uses (raft_loop.LoopPoller: the tick runs on the loop)."""
     def create_journal(journal_file=None):
         if journal_file is None:
             return _journal.MemoryJournal()
@@ -329,14 +331,18 @@ def engine_patches(sync_interval_ms: int, authenticator: HmacAuthenticator, jour
 
     raft_frames.install()  # cheap frame compression, same wire format (raft_frames.py)
     with _PATCH_LOCK:
-        saved = (_syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO)
+        saved = (_syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO,
+                 _syncobj.createPoller)
         _syncobj.createJournal = create_journal
         _syncobj.getEncryptor = lambda password: authenticator
         _syncobj.HAS_CRYPTO = True
+        if poller is not None:
+            _syncobj.createPoller = lambda poller_type: poller
         try:
             yield
         finally:
-            _syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO = saved
+            (_syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO,
+             _syncobj.createPoller) = saved
 
 
 # ------------------------------------------------------------- talking to a peer's Raft port
