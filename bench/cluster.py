@@ -22,7 +22,7 @@ import time
 
 import yaml
 
-from bench import figures
+from bench import figures, redis_ref
 from bench.procs import ROOT, LocalBroker, free_port, wait_for_ping
 from taskqueue.client import Client
 from taskqueue.errors import BrokerError, ConnectionLost
@@ -104,12 +104,32 @@ class LocalCluster:
 
 
 def measure(addr: str, args) -> dict:
-    return {
-        "submit_single_per_sec": round(figures.submit_single(addr, args.single_tasks)),
-        "submit_bulk_per_sec": round(figures.submit_bulk(addr, args.tasks)),
-        "drain_per_sec": round(figures.drain(addr, args.tasks, args.workers, args.concurrency)),
+    single = figures.submit_single_latency(addr, args.single_tasks)
+    out = {
+        "submit_single_per_sec": round(single["per_sec"]),
+        "submit_single_p50_ms": single["p50_ms"],
+        "submit_single_p99_ms": single["p99_ms"],
+        "submit_concurrent_per_sec": round(figures.submit_concurrent(
+            addr, args.concurrent_tasks, args.clients)),
         "round_trip": figures.round_trip(addr, args.latency_samples, 4),
     }
+    if not args.quick:
+        out["submit_bulk_per_sec"] = round(figures.submit_bulk(addr, args.tasks))
+        out["drain_per_sec"] = round(figures.drain(addr, args.tasks, args.workers,
+                                                   args.concurrency))
+    return out
+
+
+def compare(cluster: dict, single: dict) -> dict:
+    """The cluster's figures as ratios to the single node's (same run)."""
+    out = {}
+    for key in ("submit_single_per_sec", "submit_concurrent_per_sec", "submit_bulk_per_sec",
+                "drain_per_sec"):
+        if cluster.get(key) and single.get(key):
+            out[key.replace("_per_sec", "") + "_vs_single"] = round(cluster[key] / single[key], 3)
+    out["round_trip_p50_vs_single"] = round(cluster["round_trip"]["p50_ms"]
+                                            / single["round_trip"]["p50_ms"], 2)
+    return out
 
 
 def failovers(cluster: LocalCluster, rounds: int) -> dict:
@@ -172,6 +192,12 @@ def parse_args(argv):
     p.add_argument("--wal-sync-interval-ms", type=int, default=100)
     p.add_argument("--election-timeout-ms", type=int, default=1000)
     p.add_argument("--failovers", type=int, default=5)
+    p.add_argument("--clients", type=int, default=64, help="concurrent submitting clients")
+    p.add_argument("--concurrent-tasks", type=int, default=6400)
+    p.add_argument("--quick", action="store_true",
+                   help="skip bulk and drain (submit, round trip, failover only)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the raw redis reference (bench/redis_ref.py)")
     p.add_argument("--skip-single", action="store_true", help="cluster figures only")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
@@ -181,6 +207,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out: dict = {"wal_sync_interval_ms": args.wal_sync_interval_ms, "cpus": os.cpu_count(),
                  "election_timeout_ms": args.election_timeout_ms}
+    ref = None if args.no_reference else redis_ref.reference(args.single_tasks,
+                                                              args.latency_samples)
+    out["reference_redis"] = ref or "unavailable (no redis-server on PATH)"
     if not args.skip_single:
         single = LocalBroker(args.wal_sync_interval_ms)
         single.start()
@@ -193,10 +222,12 @@ def main(argv=None) -> int:
     try:
         leader = cluster.leader()
         out["cluster"] = measure(cluster.addr(leader), args)
+        out["cluster"].update(redis_ref.ratios(out["cluster"], ref))
         if "single" in out:
-            out["cluster_drain_vs_single"] = round(
-                out["cluster"]["drain_per_sec"] / out["single"]["drain_per_sec"], 3)
-        out.update(failovers(cluster, args.failovers))
+            out["single"].update(redis_ref.ratios(out["single"], ref))
+            out["cluster_vs_single"] = compare(out["cluster"], out["single"])
+        if args.failovers:
+            out.update(failovers(cluster, args.failovers))
     finally:
         cluster.stop()
     if args.json:

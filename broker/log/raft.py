@@ -799,12 +799,18 @@ class RaftLog(GroupCommitLog):
         instead: followers start an election only after an election timeout without hearing
         the leader, so a leader with answers younger than that is not yet replaced (a
         check-quorum for routing, not a read lease: nothing is acknowledged on it).
+
+        The window is half an election timeout: an answer is stamped when this leader
+        *reads* it, which can be a loop turn or more after the follower reset its election
+        clock on the AppendEntries it answers (the loop also serves clients); the other half
+        covers that delay. Heartbeats come every ``heartbeat_period`` (at most a quarter of
+        the election timeout), so a healthy leader always has an answer that young.
         """
         engine = self.engine
         if engine is None or not engine._isLeader():
             return False
         return quorum_contact(engine.raftCurrentTerm, self.peer_raft, dict(self._heard),
-                              time.monotonic(), self.election_timeout)
+                              time.monotonic(), self.election_timeout / 2)
 
     def caught_up(self) -> bool:
         """Has this node applied everything the leader had committed when it last looked?
