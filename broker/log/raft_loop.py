@@ -65,11 +65,21 @@ class LoopPoller:
         self._callbacks.pop(descr, None)
         has_read, has_write = self._registered.pop(descr, (False, False))
         # pysyncobj closes a socket before unsubscribing it: the loop drops the closed
-        # descriptor here, before anything can reuse its number (same loop turn).
-        if has_read:
-            self._loop.remove_reader(descr)
-        if has_write:
-            self._loop.remove_writer(descr)
+        # descriptor here, before anything can reuse its number (same loop turn). uvloop
+        # (the broker's loop) accepts that; the stdlib selector loop raises EBADF and keeps
+        # a stale key, which is dropped so the number can be registered again.
+        try:
+            if has_read:
+                self._loop.remove_reader(descr)
+            if has_write:
+                self._loop.remove_writer(descr)
+        except OSError:
+            selector = getattr(self._loop, "_selector", None)
+            if selector is not None:
+                try:
+                    selector.unregister(descr)
+                except (KeyError, ValueError, OSError):
+                    pass
 
     def poll(self, timeout: float) -> None:
         """The loop polls; pysyncobj's end-of-tick poll returns at once."""
