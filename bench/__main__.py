@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from bench import figures, workflows
+from bench import figures, redis_ref, workflows
 from bench.procs import LocalBroker, wait_for_ping
 
 
@@ -34,6 +34,8 @@ def parse_args(argv):
     p.add_argument("--chord-members", type=int, default=1000,
                    help="members of the chord timed for last-ACK-to-callback (0: skip)")
     p.add_argument("--chord-samples", type=int, default=20)
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the raw redis reference (bench/redis_ref.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -48,6 +50,9 @@ def main(argv=None) -> int:
         broker = LocalBroker(args.wal_sync_interval_ms)
         broker.start()
         addr = broker.addr
+    ref = None if args.no_reference else redis_ref.reference(args.single_tasks,
+                                                              args.latency_samples)
+    out["reference_redis"] = ref or "unavailable (no redis-server on PATH)"
     try:
         out["submit_single_per_sec"] = round(figures.submit_single(addr, args.single_tasks))
         out["submit_single_pipelined_per_sec"] = round(
@@ -61,6 +66,7 @@ def main(argv=None) -> int:
         if args.chord_members:
             out["chord_callback"] = workflows.chord_callback_latency(
                 addr, args.chord_members, args.chord_samples)
+        out.update(redis_ref.ratios(out, ref))
         if broker is not None:
             out["broker_rss_mb"] = round(broker.rss_mb(), 1)
         if args.backlog and broker is not None:

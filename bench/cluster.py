@@ -3,8 +3,9 @@
 Starts a single node and a 3-node cluster on 127.0.0.1 (same ``wal_sync_interval_ms``),
 measures submit (single, bulk), drain and round trip against each (the cluster through its
 leader), then SIGKILLs the cluster's leader ``--failovers`` times under a steady submitter
-and reports the time until a new leader answers (median, max) and whether any acknowledged
-submit was lost. ``--json`` prints one JSON object.
+and reports the time from the SIGKILL to the first acknowledged submit (median, max; and
+to a new leader) and whether any acknowledged submit was lost. A raw redis reference is
+measured first (bench/redis_ref.py) and every figure is also given as a ratio. ``--json`` prints one JSON object.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 
 import yaml
 
-from bench import figures
+from bench import figures, redis_ref
 from bench.procs import ROOT, LocalBroker, free_port, wait_for_ping
 from taskqueue.client import Client
 from taskqueue.errors import BrokerError, ConnectionLost
@@ -31,7 +32,11 @@ SECRET = "bench-cluster-secret"
 
 
 class LocalCluster:
-    def __init__(self, size: int, wal_sync_interval_ms: int, election_timeout_ms: int):
+    def __init__(self, size: int, wal_sync_interval_ms: int, election_timeout_ms: int,
+                 command=None):
+        # command(k) -> argv of node k (default: the broker itself)
+        self.command = command or (lambda k: [sys.executable, "-m", "broker.cli",
+                                              "--config", self.configs[k]])
         self.tmp = tempfile.mkdtemp(prefix="tq-bench-cluster-")
         self.ports = [free_port() for _ in range(size)]
         self.raft_ports = [free_port() for _ in range(size)]
@@ -63,9 +68,8 @@ class LocalCluster:
     def start(self, i: int | None = None) -> None:
         for k in ([i] if i is not None else range(len(self.ports))):
             log = open(os.path.join(self.tmp, f"n{k + 1}.log"), "ab")
-            self.procs[k] = subprocess.Popen(
-                [sys.executable, "-m", "broker.cli", "--config", self.configs[k]], cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT)
+            self.procs[k] = subprocess.Popen(self.command(k), cwd=ROOT, stdout=log,
+                                             stderr=subprocess.STDOUT)
         for k in ([i] if i is not None else range(len(self.ports))):
             wait_for_ping(self.ports[k], 60, self.procs[k])
 
@@ -101,17 +105,39 @@ class LocalCluster:
 
 
 def measure(addr: str, args) -> dict:
-    return {
-        "submit_single_per_sec": round(figures.submit_single(addr, args.single_tasks)),
-        "submit_bulk_per_sec": round(figures.submit_bulk(addr, args.tasks)),
-        "drain_per_sec": round(figures.drain(addr, args.tasks, args.workers, args.concurrency)),
+    single = figures.submit_single_latency(addr, args.single_tasks)
+    out = {
+        "submit_single_per_sec": round(single["per_sec"]),
+        "submit_single_p50_ms": single["p50_ms"],
+        "submit_single_p99_ms": single["p99_ms"],
+        "submit_concurrent_per_sec": round(figures.submit_concurrent(
+            addr, args.concurrent_tasks, args.clients)),
         "round_trip": figures.round_trip(addr, args.latency_samples, 4),
     }
+    if not args.quick:
+        out["submit_bulk_per_sec"] = round(figures.submit_bulk(addr, args.tasks))
+        out["drain_per_sec"] = round(figures.drain(addr, args.tasks, args.workers,
+                                                   args.concurrency))
+    return out
+
+
+def compare(cluster: dict, single: dict) -> dict:
+    """The cluster's figures as ratios to the single node's (same run)."""
+    out = {}
+    for key in ("submit_single_per_sec", "submit_concurrent_per_sec", "submit_bulk_per_sec",
+                "drain_per_sec"):
+        if cluster.get(key) and single.get(key):
+            out[key.replace("_per_sec", "") + "_vs_single"] = round(cluster[key] / single[key], 3)
+    out["round_trip_p50_vs_single"] = round(cluster["round_trip"]["p50_ms"]
+                                            / single["round_trip"]["p50_ms"], 2)
+    return out
 
 
 def failovers(cluster: LocalCluster, rounds: int) -> dict:
-    """Kill the leader ``rounds`` times under a steady submitter; time to a new leader."""
+    """Kill the leader ``rounds`` times under a steady submitter: the time from the SIGKILL
+    to the first submit acknowledged after it (what a client sees), and to a new leader."""
     acked: dict[str, str] = {}
+    ack_times: list[float] = []
     stop = threading.Event()
 
     def submitter():
@@ -125,6 +151,7 @@ def failovers(cluster: LocalCluster, rounds: int) -> dict:
                 try:
                     task = c.submit("noop", n, queue="failover", idempotency_key=key)
                     acked[key] = task["id"]
+                    ack_times.append(time.monotonic())
                     break
                 except (BrokerError, ConnectionLost):
                     c.close()
@@ -134,7 +161,7 @@ def failovers(cluster: LocalCluster, rounds: int) -> dict:
 
     thread = threading.Thread(target=submitter, daemon=True)
     thread.start()
-    times = []
+    times, leader_times = [], []
     try:
         for _ in range(rounds):
             time.sleep(1.0)
@@ -142,7 +169,12 @@ def failovers(cluster: LocalCluster, rounds: int) -> dict:
             t0 = time.monotonic()
             cluster.kill(leader)
             cluster.leader(30, exclude=leader)
-            times.append(time.monotonic() - t0)
+            leader_times.append(time.monotonic() - t0)
+            deadline = time.monotonic() + 30
+            while not (ack_times and ack_times[-1] > t0) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            first = next((t for t in ack_times[-200:] if t > t0), None)
+            times.append((first or time.monotonic()) - t0)
             cluster.start(leader)
     finally:
         stop.set()
@@ -155,6 +187,7 @@ def failovers(cluster: LocalCluster, rounds: int) -> dict:
     times.sort()
     return {"failover_median_secs": round(statistics.median(times), 3),
             "failover_max_secs": round(max(times), 3), "failovers": len(times),
+            "failover_new_leader_median_secs": round(statistics.median(leader_times), 3),
             "failover_acked_submits": len(acked), "failover_lost": len(lost)}
 
 
@@ -169,6 +202,12 @@ def parse_args(argv):
     p.add_argument("--wal-sync-interval-ms", type=int, default=100)
     p.add_argument("--election-timeout-ms", type=int, default=1000)
     p.add_argument("--failovers", type=int, default=5)
+    p.add_argument("--clients", type=int, default=64, help="concurrent submitting clients")
+    p.add_argument("--concurrent-tasks", type=int, default=6400)
+    p.add_argument("--quick", action="store_true",
+                   help="skip bulk and drain (submit, round trip, failover only)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the raw redis reference (bench/redis_ref.py)")
     p.add_argument("--skip-single", action="store_true", help="cluster figures only")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
@@ -178,6 +217,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out: dict = {"wal_sync_interval_ms": args.wal_sync_interval_ms, "cpus": os.cpu_count(),
                  "election_timeout_ms": args.election_timeout_ms}
+    ref = None if args.no_reference else redis_ref.reference(args.single_tasks,
+                                                              args.latency_samples)
+    out["reference_redis"] = ref or "unavailable (no redis-server on PATH)"
     if not args.skip_single:
         single = LocalBroker(args.wal_sync_interval_ms)
         single.start()
@@ -190,10 +232,12 @@ def main(argv=None) -> int:
     try:
         leader = cluster.leader()
         out["cluster"] = measure(cluster.addr(leader), args)
+        out["cluster"].update(redis_ref.ratios(out["cluster"], ref))
         if "single" in out:
-            out["cluster_drain_vs_single"] = round(
-                out["cluster"]["drain_per_sec"] / out["single"]["drain_per_sec"], 3)
-        out.update(failovers(cluster, args.failovers))
+            out["single"].update(redis_ref.ratios(out["single"], ref))
+            out["cluster_vs_single"] = compare(out["cluster"], out["single"])
+        if args.failovers:
+            out.update(failovers(cluster, args.failovers))
     finally:
         cluster.stop()
     if args.json:

@@ -123,8 +123,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "secret": Key("str", "", "Shared cluster secret; required when enabled (Raft traffic "
                       "is authenticated with it)."),
         "election_timeout_ms": Key("int", 1000, "Raft election timeout (lower bound); "
-                                   "also the window in which a leader must have heard from "
-                                   "a majority to pass /health/leader.", 100, 60000),
+                                   "a leader must have heard from a majority within half of "
+                                   "it to pass /health/leader.", 100, 60000),
         "snapshot_min_entries": Key("int", 100000, "Log entries between snapshots.", 100),
         "forward_timeout_secs": Key("float", 10.0, "How long a follower waits for the leader "
                                     "to commit a forwarded write.", 0.1, 600),

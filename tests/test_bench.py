@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FIGURES = ("submit_single_per_sec", "submit_single_pipelined_per_sec", "submit_bulk_per_sec",
            "submit_bulk_pipelined_per_sec", "drain_per_sec", "round_trip", "broker_rss_mb",
-           "chord_callback")
+           "chord_callback", "reference_redis")
 
 
 @pytest.mark.slow

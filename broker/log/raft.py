@@ -54,6 +54,8 @@ from broker.config import Config
 from broker.log.base import GroupCommitLog, NotLeader, Unavailable, deliver
 from broker.log.raft_engine import (HmacAuthenticator, _fsync_dir, engine_patches,
                                     query_status)
+from broker.log.raft_loop import LoopPoller, TickDriver
+from broker.log.raft_prevote import PRE_VOTE, PRE_VOTE_REPLY, PreVote
 from broker import keys
 from broker.machine import BaseMismatch, Counters, StateMachine, public
 from broker.restore import identities_disagree, restore_identity, restored_from
@@ -66,6 +68,7 @@ MAX_IN_FLIGHT = 4
 MAX_ENTRY_BYTES = 8 << 20
 STATUS_POLL_SECS = 1.0
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+TICK_PERIOD = 0.05  # timer ticks (heartbeats, election deadline); events tick at once
 
 # Outcomes of a failed pysyncobj command.
 _NO_OP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP: the entry a new leader appends first
@@ -115,11 +118,27 @@ class _GuardedTransport(TCPTransport):
     index; the snapshot install itself sets the applied index.
     """
 
+    _constructing = True  # see ready
+
+    @property
+    def ready(self):
+        """True while SyncObj's constructor runs: with autoTick off it would spin until the
+        port is bound; the first tick binds it (and retries, as the tick thread did)."""
+        return self._ready or self._constructing
+
     def setOnMessageReceivedCallback(self, callback):
         if callback is None:
             return super().setOnMessageReceivedCallback(None)
 
         def guarded(node, message):
+            kind = message.get("type") if isinstance(message, dict) else None
+            prevote = getattr(getattr(self._syncObj, "_owner", None), "prevote", None)
+            if kind in (PRE_VOTE, PRE_VOTE_REPLY):
+                if prevote is not None:
+                    prevote.on_message(node, message)
+                return  # ours alone: pysyncobj has no such message
+            if kind == "append_entries" and prevote is not None:
+                prevote.heard(message)
             if isinstance(message, dict) and message.get("type") == "append_entries" \
                     and "prevLogIdx" not in message and "commit_index" in message:
                 if message.get("serialized"):
@@ -154,9 +173,14 @@ def quorum_contact(term: int, peers: list[str], heard: dict[str, tuple[int, floa
 class _Engine(SyncObj):
     """The SyncObj whose one replicated method applies one entry (a batch of commands)."""
 
-    def __init__(self, owner: "RaftLog", self_addr, others, conf):
+    def __init__(self, owner: "RaftLog", self_addr, others, conf, driver: TickDriver):
         self._owner = owner
         super().__init__(self_addr, others, conf, transportClass=_GuardedTransport)
+        transport = self._SyncObj__transport
+        transport._constructing = False
+        transport.tryGetReady()  # bind now; a failure is retried by every tick
+        # A queued command wakes the loop's tick, not a pipe the tick thread polls.
+        self._SyncObj__pipeNotifier = driver
         journal = self._SyncObj__raftLog
         journal_add = journal.add
 
@@ -180,6 +204,22 @@ class _Engine(SyncObj):
         log.info("leader in term %d: recording the restore this cluster runs on (backup "
                  "sha256 %s at index %s) as raft entry %d", term, identity["backup_sha256"],
                  identity["backup_applied_index"], idx)
+
+    def _SyncObj__applyLogEntries(self):
+        """pysyncobj's apply step; the AppendEntries that tell the followers the new commit
+        index go out two loop turns later, after the results (and the replies they
+        resume) were handed back: they are not on the client's path."""
+        if SyncObj._SyncObj__applyLogEntries(self) and self._isLeader():
+            loop = self._owner._loop
+            loop.call_soon(loop.call_soon, self._send_commit_index)
+        return False
+
+    def _send_commit_index(self) -> None:
+        if self._isLeader():
+            try:
+                self._SyncObj__sendAppendEntries()
+            except Exception:
+                log.exception("sending the commit index failed")
 
     @replicated
     def apply_entry(self, blob):
@@ -232,6 +272,8 @@ class RaftLog(GroupCommitLog):
         self.raft_dir = data_dir.with_name(data_dir.name + ".raft")
         self.auth = HmacAuthenticator(raft.secret)
         self.engine: _Engine | None = None
+        self.driver: TickDriver | None = None
+        self.prevote: PreVote | None = None
         self.journals: list = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -264,7 +306,8 @@ class RaftLog(GroupCommitLog):
         period = self.heartbeat_period
         return SyncObjConf(
             password="(see HmacAuthenticator)",
-            autoTick=True,
+            autoTick=False,  # the loop drives the tick (raft_loop.TickDriver)
+            autoTickPeriod=TICK_PERIOD,
             appendEntriesUseBatch=False,  # send as soon as an entry is appended (latency)
             appendEntriesPeriod=period,
             raftMinTimeout=et,
@@ -296,13 +339,19 @@ class RaftLog(GroupCommitLog):
         conf = self._conf()
         self._own_snapshot_at_start = os.path.isfile(conf.fullDumpFile)
 
-        def build():
-            with engine_patches(self.sync_interval_ms, self.auth, self.journals):
-                return _Engine(self, self.raft_address, self.peer_raft, conf)
-
-        self.engine = await self._loop.run_in_executor(None, build)
+        self.driver = TickDriver(self._loop, TICK_PERIOD)
+        poller = LoopPoller(self._loop, self.driver.kick)
+        # Built on the loop thread: its sockets are the loop's (LoopPoller).
+        with engine_patches(self.sync_interval_ms, self.auth, self.journals, poller):
+            self.engine = _Engine(self, self.raft_address, self.peer_raft, conf, self.driver)
         self.engine._SyncObj__transport.setOnUtilityMessageCallback("tqstatus",
                                                                     self._utility_status)
+        # Refuse pre-votes while a leader was heard within half an election timeout (its
+        # heartbeats come every heartbeat_period): raft_prevote.py.
+        self.prevote = PreVote(self.engine, max(3 * self.heartbeat_period,
+                                                self.election_timeout / 2), self.driver.kick)
+        self.driver.before_tick = self.prevote.before_tick
+        self.driver.start(self.engine)
         threading.Thread(target=self._sync_loop, daemon=True, name="tq-raft-sync").start()
         self._start_task(self._commit_loop(), "tq-raft-commit")
         self._status_thread = threading.Thread(target=self._poll_peers, daemon=True,
@@ -316,7 +365,8 @@ class RaftLog(GroupCommitLog):
         await self._stop_proposals()
         self._halt.set()
         if self.engine is not None:
-            await self._loop.run_in_executor(None, self.engine.destroy_synchronous)
+            self.driver.stop()
+            self.engine.destroy()  # autoTick off: closes the peer sockets right here
         try:
             self.store.sync_wal()
         except Exception:
@@ -390,11 +440,11 @@ class RaftLog(GroupCommitLog):
                 self._fail(taken, Unavailable(f"internal error: {type(exc).__name__}; "
                                               "outcome unknown"))
 
-        def callback(results, error):  # tick thread
-            try:
-                loop.call_soon_threadsafe(settle, results, error)
-            except RuntimeError:  # loop closed
-                pass
+        def callback(results, error):  # inside the tick (loop thread), or another thread
+            if self._on_loop_thread():
+                settle(results, error)  # the proposer resumes in the next loop turn
+            else:
+                self._to_loop(settle, results, error)
 
         timer = loop.call_later(self.forward_timeout, settle, None, "timeout")
         try:
@@ -520,11 +570,23 @@ class RaftLog(GroupCommitLog):
         self.progress_at = time.monotonic()  # the watchdog's "the write path moves"
         woken, finished = machine.woken, machine.finished
         if woken or finished:
-            try:
-                self._loop.call_soon_threadsafe(self._notify, woken, finished)
-            except RuntimeError:
-                pass
+            self._to_loop(self._notify, woken, finished)
         return results
+
+    def _on_loop_thread(self) -> bool:
+        return self.driver is not None and self.driver.on_loop_thread()
+
+    def _to_loop(self, fn, *args) -> None:
+        """Run ``fn`` on the loop after the current tick (from the tick itself: no wake-up
+        syscall; from another thread: call_soon_threadsafe)."""
+        loop = self._loop
+        try:
+            if self._on_loop_thread():
+                loop.call_soon(fn, *args)
+            else:
+                loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # loop closed: shutting down
+            pass
 
     def _notify(self, woken, finished) -> None:
         try:
@@ -680,8 +742,8 @@ class RaftLog(GroupCommitLog):
     def _exclusive(self, fn) -> None:
         """Run ``fn`` (tick thread) while the event loop is parked: no read sees the swap."""
         loop = self._loop
-        if loop is None or loop.is_closed():
-            fn()
+        if loop is None or loop.is_closed() or self._on_loop_thread():
+            fn()  # the tick runs on the loop: nothing else runs while fn does
             return
         entered, done = threading.Event(), threading.Event()
 
@@ -737,12 +799,18 @@ class RaftLog(GroupCommitLog):
         instead: followers start an election only after an election timeout without hearing
         the leader, so a leader with answers younger than that is not yet replaced (a
         check-quorum for routing, not a read lease: nothing is acknowledged on it).
+
+        The window is half an election timeout: an answer is stamped when this leader
+        *reads* it, which can be a loop turn or more after the follower reset its election
+        clock on the AppendEntries it answers (the loop also serves clients); the other half
+        covers that delay. Heartbeats come every ``heartbeat_period`` (at most a quarter of
+        the election timeout), so a healthy leader always has an answer that young.
         """
         engine = self.engine
         if engine is None or not engine._isLeader():
             return False
         return quorum_contact(engine.raftCurrentTerm, self.peer_raft, dict(self._heard),
-                              time.monotonic(), self.election_timeout)
+                              time.monotonic(), self.election_timeout / 2)
 
     def caught_up(self) -> bool:
         """Has this node applied everything the leader had committed when it last looked?

@@ -34,6 +34,8 @@ from pysyncobj import journal as _journal
 from pysyncobj import pickle as _pickle
 from pysyncobj import syncobj as _syncobj
 
+from broker.log import raft_frames
+
 _PATCH_LOCK = threading.Lock()
 
 MAGIC = b"TQR1"
@@ -316,8 +318,10 @@ class DurableJournal(_journal.FileJournal):
 
 
 @contextlib.contextmanager
-def engine_patches(sync_interval_ms: int, authenticator: HmacAuthenticator, journals: list):
-    """While a SyncObj is constructed: our journal factory and our frame authenticator."""
+def engine_patches(sync_interval_ms: int, authenticator: HmacAuthenticator, journals: list,
+                   poller=None):
+    """While a SyncObj is constructed: our journal factory, our frame authenticator and,
+    when given, the poller it uses (raft_loop.LoopPoller: the tick runs on the loop)."""
     def create_journal(journal_file=None):
         if journal_file is None:
             return _journal.MemoryJournal()
@@ -325,21 +329,27 @@ def engine_patches(sync_interval_ms: int, authenticator: HmacAuthenticator, jour
         journals.append(journal)
         return journal
 
+    raft_frames.install()  # cheap frame compression, same wire format (raft_frames.py)
     with _PATCH_LOCK:
-        saved = (_syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO)
+        saved = (_syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO,
+                 _syncobj.createPoller)
         _syncobj.createJournal = create_journal
         _syncobj.getEncryptor = lambda password: authenticator
         _syncobj.HAS_CRYPTO = True
+        if poller is not None:
+            _syncobj.createPoller = lambda poller_type: poller
         try:
             yield
         finally:
-            _syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO = saved
+            (_syncobj.createJournal, _syncobj.getEncryptor, _syncobj.HAS_CRYPTO,
+             _syncobj.createPoller) = saved
 
 
 # ------------------------------------------------------------- talking to a peer's Raft port
 
 def _send(sock: socket.socket, auth: HmacAuthenticator, message) -> None:
-    data = auth.encrypt_at_time(zlib.compress(_pickle.dumps(message), 3), int(time.monotonic()))
+    data = auth.encrypt_at_time(raft_frames.compress(_pickle.dumps(message)),
+                                int(time.monotonic()))
     sock.sendall(struct.pack("i", len(data)) + data)
 
 
