@@ -31,9 +31,9 @@ def parse_args(argv):
     p.add_argument("--wal-sync-interval-ms", type=int, default=100)
     p.add_argument("--backlog", type=int, default=0,
                    help="also measure RSS and restart time with this many pending tasks")
-    p.add_argument("--chord-members", type=int, default=1000,
+    p.add_argument("--chord-members", type=int, default=10_000,
                    help="members of the chord timed for last-ACK-to-callback (0: skip)")
-    p.add_argument("--chord-samples", type=int, default=20)
+    p.add_argument("--chord-samples", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
