@@ -137,3 +137,48 @@ def test_grpc_workflows_service(node):
         with pytest.raises(grpc.RpcError) as bad:
             stub.SubmitWorkflow(pb.SubmitWorkflowRequest(workflow_json="{"))
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+@pytest.mark.slow
+def test_a_100000_member_group_is_submitted_within_bounded_memory(tmp_path_factory):
+    """The largest workflow allowed (MAX_TASKS) on a real broker: accepted whole, every
+    member pending, and the broker's RSS grows by well under 1 GB (it grew ~1,040 MB before
+    the overlay trimmed orjson's over-allocated buffers; ~330 MB after)."""
+    proc = module_broker(tmp_path_factory, "bigworkflow")
+    try:
+        import threading
+        import time
+
+        base = _rss_mb(proc.proc.pid)
+        peak, done = [base], threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], _rss_mb(proc.proc.pid))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        queue = uniq("big")
+        with Client(proc.addr) as client:
+            reply = client.submit_workflow(
+                {"group": [{"type": "noop", "queue": queue, "payload": i}
+                           for i in range(100_000)]})
+            assert reply["size"] == 100_000
+            assert client.queues()[queue]["pending"] == 100_000
+            with pytest.raises(BrokerError, match="more than 100000 tasks"):
+                client.submit_workflow({"group": [{"type": "noop", "queue": queue}] * 100_001})
+        done.set()
+        watcher.join()
+        print(f"broker RSS {base:.0f} MB -> peak {peak[0]:.0f} MB")
+        assert peak[0] - base < 600, (base, peak[0])
+    finally:
+        proc.stop()
