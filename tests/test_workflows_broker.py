@@ -54,6 +54,30 @@ def test_chord_and_chain_run_by_a_real_worker(node, tmp_path):
     assert state["groups"][0]["completed"] == 5
 
 
+def test_chord_of_chains_run_by_a_real_worker(node, tmp_path):
+    """Celery's chord([chain(a, b), ...], cb) through the canvas builders: each member is a
+    chain whose second step gets the first's result; the callback gets each chain's last
+    result in member order."""
+    queue = uniq()
+    echo = lambda payload: signature("echo", payload, queue=queue)  # noqa: E731
+    flow = chord([chain(echo({"m": i}), echo("second")) for i in range(4)]
+                 + [group(echo("x"), echo("y"))], echo("cb"))
+    assert flow.to_tree()["chord"][0]["chain"][1]["pass_result"] is True
+    worker = WorkerProcess(node.addr, tmp_path, "--queues", queue, "--concurrency", "4").start()
+    try:
+        with Client(node.addr) as client:
+            state = flow.submit(client).wait(timeout=60)
+    finally:
+        worker.stop()
+    assert state["status"] == "completed", state
+    callback = next(t for t in state["tasks"] if t["role"] == "chord.callback")
+    results = callback["result"]["results"]
+    # echo returns its payload: a chain's second step got {"previous": first's result}
+    assert [r["previous"] for r in results[:4]] == [{"m": i} for i in range(4)]
+    assert results[4] == ["x", "y"]  # a group member's result: its members' results
+    assert state["groups"][0]["completed"] == 5 and state["size"] == 11
+
+
 def test_rest_and_admin_see_and_cancel_a_workflow(node):
     queue = uniq()  # no worker: nothing runs
     base = f"{rest_url(node)}/api/v1/workflows"

@@ -221,7 +221,8 @@ def test_purge_removes_a_finished_workflow_whole(h):
 @pytest.mark.parametrize("bad, message", [
     ({"group": []}, "non-empty"),
     ({"chain": [t()], "group": [t()]}, "one of"),
-    ({"group": [{"chain": [t()]}]}, "members are tasks"),
+    ({"group": ["not a task"]}, r"group\[0\]: expected a task or a chain"),
+    ({"chord": [{"chain": []}], "callback": t()}, r"chord\[0\]\.chain: expected a non-empty"),
     ({"chord": [t()]}, "callback: required"),
     ({"chord": [t()], "callback": t(), "on_error": "x"}, "on_error"),
     (t(delay_secs=5), "not allowed"),
@@ -336,3 +337,66 @@ def test_firing_ack_reads_chunks_not_every_member(h, monkeypatch):
     monkeypatch.setattr(h.store, "db", real_db)
     assert h.task(f"wf1.{n}")["payload"]["results"] == list(range(n))
     assert len(reads) < n // wf.CHUNK + 3 * wf.CHUNK, len(reads)
+
+
+def test_chord_whose_members_are_chains(h):
+    """Celery's chord([chain(a, b), chain(a, b)], cb): each member is a chain; it counts
+    when its last step completes, with that step's result, in member order."""
+    tree = {"chord": [{"chain": [t("a", payload=i), t("b", pass_result=True)]}
+                      for i in range(3)] + [t("solo")],
+            "callback": t("sum")}
+    assert submit(h, tree)["size"] == 8
+    first = claim_all(h, 2000)
+    assert sorted(j["type"] for j in first) == ["a", "a", "a", "solo"]  # first steps only
+    for job in first:
+        ack(h, job, 2001, f"{job['type']}{job['payload']}")
+    seconds = claim_all(h, 2002)
+    assert [j["payload"]["previous"] for j in seconds] == ["a0", "a1", "a2"]
+    ack(h, seconds[2], 2003, "b2")
+    ack(h, seconds[0], 2004, "b0")
+    assert h.task("wf1.7") is None  # member 1's chain is not over: not early
+    progress = view(h)
+    assert progress["groups"][0]["completed"] == 3  # solo, chain 2, chain 0
+    assert [r["role"] for r in progress["tasks"]][:2] == ["chord.member[0].step[0]",
+                                                          "chord.member[0].step[1]"]
+    ack(h, seconds[1], 2005, "b1")
+    [cb] = claim_all(h, 2006)
+    assert cb["type"] == "sum"
+    assert cb["payload"]["results"] == ["b0", "b1", "b2", "soloNone"]
+    ack(h, cb, 2007, "total")
+    assert view(h)["status"] == "completed"
+
+
+def test_group_of_chains_a_failed_chain_fails_its_member(h):
+    """A member chain whose step dies counts as a dead member (the rest of that chain never
+    runs); on_error=callback hands the callback the partial results and the error."""
+    tree = {"chain": [t("start"),
+                      {"chord": [{"chain": [t("a"), t("b")]}, {"group": [t("g"), t("g")]}],
+                       "callback": t("cb"), "on_error": "callback", "pass_result": True}]}
+    submit(h, tree)
+    [start] = claim_all(h, 2000)
+    ack(h, start, 2001, "s")
+    jobs = {j["type"] + str(i): j for i, j in enumerate(claim_all(h, 2002))}
+    assert sorted(jobs) == ["a0", "g1", "g2"]
+    assert jobs["a0"]["payload"] == {"previous": "s", "payload": None}  # pass_result reached it
+    assert jobs["g1"]["payload"] == {"previous": "s", "payload": None}
+    fail(h, jobs["a0"], 2003, retry=False)  # the chain member dies at its first step
+    ack(h, jobs["g1"], 2004, 1)
+    ack(h, jobs["g2"], 2005, 2)
+    [cb] = claim_all(h, 2006)
+    assert cb["type"] == "cb"
+    assert cb["payload"]["results"] == [None, [1, 2]]  # a group member's result: its list
+    assert cb["payload"]["errors"][0]["status"] == "dead"
+    assert cb["payload"]["errors"][1] is None
+    assert h.task("wf1.2") is None  # the dead chain's step b never ran
+
+
+def test_nesting_inside_group_members_is_bounded():
+    tree = t()
+    for _ in range(MAX_NESTING):
+        tree = {"group": [tree]}
+    flatten({"workflow": tree}, 0, MAX_PAYLOAD)  # MAX_NESTING groups: accepted
+    with pytest.raises(v.Invalid, match="nest at most"):
+        flatten({"workflow": {"group": [tree]}}, 0, MAX_PAYLOAD)
+    with pytest.raises(v.Invalid, match="more than 100000 tasks"):
+        flatten({"workflow": {"group": [{"chain": [t(), t()]}] * 50_001}}, 0, MAX_PAYLOAD)

@@ -15,7 +15,8 @@ ends twice (requeued after dying, or a replayed entry: replays are skipped by th
 anyway) finds its marker and changes nothing. A group's counter reaches N exactly once, so
 its callback is submitted exactly once.
 
-Rules (docs/workflows.md): a chain runs its steps in order, a step with ``pass_result``
+Rules (docs/workflows.md): a group's member may itself be a chain, group or chord (it is
+counted when that node finishes, as :meth:`_Flow.node_done` says); a chain runs its steps in order, a step with ``pass_result``
 gets the previous step's result; a step that ends dead or cancelled fails the chain and
 the steps after it never run (the view shows them ``cancelled``; requeueing the dead task
 later runs it but does not resume the chain). A group is done when every member is final;
@@ -201,7 +202,9 @@ class _Flow:
             {"n": len(members), COMPLETED: 0, "dead": 0, CANCELLED: 0,
              "roll": node["cb"] is not None}))
         for i, spec in enumerate(members):
-            if not self._submit(spec, {"w": self.id, "n": nid, "m": i}, handed):
+            if "node" in spec:  # a chain/group/chord member: counted by node_done
+                self.start(spec["node"], handed)
+            elif not self._submit(spec, {"w": self.id, "n": nid, "m": i}, handed):
                 self._lost_member(nid, i, spec["id"])
 
     def _submit(self, spec: dict, ref: dict, handed: dict | None) -> bool:
@@ -319,8 +322,18 @@ class _Flow:
                     None if ok else f"node {nid} did not complete")
             return
         parent = self.node(parent_id)
-        if parent["k"] == "group":  # nid is the chord's callback: the chord ends with it
-            self.node_done(parent_id, ok)
+        if parent["k"] == "group":
+            if node["i"] == "cb":  # nid is the chord's callback: the chord ends with it
+                self.node_done(parent_id, ok)
+                return
+            # nid is a member of its own shape (a chain, group or chord): count it as
+            # member i, with its result as a task member's would be. This runs once: a
+            # node finishes once, since each of its tasks is counted once.
+            status = COMPLETED if ok else "dead"
+            outcome = encode_outcome(None, status, self.result(nid) if ok else None,
+                                     None if ok else f"node {nid} did not complete")
+            self.m.overlay.put(keys.flow_outcome(self.id, parent_id, node["i"]), outcome)
+            self.member_done(parent_id, status, node["i"], outcome)
             return
         following = node["i"] + 1
         if ok and following < len(parent["steps"]):
@@ -386,7 +399,11 @@ def _first_wave(nodes: dict, nid: str):
     elif node["k"] == "task":
         yield node["spec"]
     else:
-        yield from node["members"]
+        for spec in node["members"]:
+            if "node" in spec:
+                yield from _first_wave(nodes, spec["node"])
+            else:
+                yield spec
 
 
 def _summary(record: dict) -> dict:
@@ -431,7 +448,10 @@ def view(store, flow_id: str, task_limit: int) -> dict | None:
         for i, spec in enumerate(members):
             if len(rows) >= task_limit:
                 break
-            add(spec["id"], f"{prefix}.member[{i}]", keys.flow_outcome(flow_id, nid, i))
+            if "node" in spec:
+                walk(spec["node"], f"{prefix}.member[{i}]", level + 1)
+            else:
+                add(spec["id"], f"{prefix}.member[{i}]", keys.flow_outcome(flow_id, nid, i))
         if node["cb"] is not None:
             walk(node["cb"], f"{prefix}.callback", level + 1)
 
