@@ -5,6 +5,8 @@ tasks, and round-trip latency p50/p99 (submit, then wait for completion), and th
 last member ACK to its callback being fetchable. Starts its own
 broker (``wal_sync_interval_ms`` 100 by default) unless ``--broker-addr`` names a running one.
 ``--backlog N`` also loads N pending tasks and reports the broker's RSS and restart time.
+``--schedules N`` then defines N schedules (none of them due) and measures the drain and the
+broker's RSS again beside them (bench/schedules.py).
 ``--json`` prints one JSON object instead of the table.
 """
 
@@ -16,7 +18,7 @@ import os
 import sys
 import time
 
-from bench import figures, redis_ref, workflows
+from bench import figures, redis_ref, schedules, workflows
 from bench.procs import LocalBroker, wait_for_ping
 
 
@@ -31,11 +33,14 @@ def parse_args(argv):
     p.add_argument("--wal-sync-interval-ms", type=int, default=100)
     p.add_argument("--backlog", type=int, default=0,
                    help="also measure RSS and restart time with this many pending tasks")
-    p.add_argument("--chord-members", type=int, default=1000,
+    p.add_argument("--chord-members", type=int, default=10_000,
                    help="members of the chord timed for last-ACK-to-callback (0: skip)")
-    p.add_argument("--chord-samples", type=int, default=20)
+    p.add_argument("--chord-samples", type=int, default=10)
     p.add_argument("--no-reference", action="store_true",
                    help="skip the raw redis reference (bench/redis_ref.py)")
+    p.add_argument("--schedules", type=int, default=0,
+                   help="then define this many (not due) schedules and measure the drain "
+                        "and the broker's RSS again beside them (the issue asks 10000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -69,6 +74,8 @@ def main(argv=None) -> int:
         out.update(redis_ref.ratios(out, ref))
         if broker is not None:
             out["broker_rss_mb"] = round(broker.rss_mb(), 1)
+        if args.schedules:
+            out.update(with_schedules(addr, broker, args))
         if args.backlog and broker is not None:
             out.update(backlog(broker, args.backlog))
     finally:
@@ -79,6 +86,23 @@ def main(argv=None) -> int:
     else:
         print_table(out)
     return 0
+
+
+def with_schedules(addr: str, broker: LocalBroker | None, args) -> dict:
+    """The drain again with ``args.schedules`` schedules defined (none of them due), and the
+    broker's RSS before and after defining them."""
+    n = args.schedules
+    rss_before = broker.rss_mb() if broker is not None else None
+    start = time.perf_counter()
+    schedules.define(addr, n)
+    out = {"schedules_defined": n,
+           "schedules_define_secs": round(time.perf_counter() - start, 1)}
+    if broker is not None:  # right after defining them, before the drain adds tasks
+        out[f"broker_rss_mb_before_{n}_schedules"] = round(rss_before, 1)
+        out[f"broker_rss_mb_with_{n}_schedules"] = round(broker.rss_mb(), 1)
+    out[f"drain_per_sec_with_{n}_schedules"] = round(figures.drain(
+        addr, args.tasks, args.workers, args.concurrency))
+    return out
 
 
 def backlog(broker: LocalBroker, n: int) -> dict:

@@ -26,7 +26,9 @@ Workflows (broker/commands/workflows.py) keep every record of one workflow under
 ``F<id>\x00``, so purging a finished workflow is one range: ``w`` the workflow record,
 ``n<node>`` a node of its tree, ``m<node>`` a group's member specs, ``c<node>`` a group's
 O(1) progress counter, ``o<node>`` / ``o<node>\x00<m>`` the first final outcome of a task
-node / of a group's member m (also the "counted" marker), ``l`` the ids of all its tasks. ``F\x00<finished ms><id>`` orders finished workflows
+node / of a group's member m (also the "counted" marker), ``k<node>\x00<c>`` a chord's
+chunk c of members' results (a count while it fills, then the results spliced), ``l`` the
+ids of all its tasks. ``F\x00<finished ms><id>`` orders finished workflows
 for retention (workflow ids never start with NUL).
 
 Each task is in exactly one of the R, S, L, X indexes, chosen by its status: pending in R,
@@ -172,6 +174,12 @@ def flow_counter(flow_id: str, node: str) -> bytes:
 def flow_outcome(flow_id: str, node: str, member: int | None = None) -> bytes:
     key = flow_prefix(flow_id) + b"o" + node.encode()
     return key if member is None else key + b"\x00" + _U64.pack(member)
+
+
+def flow_chunk(flow_id: str, node: str, chunk: int) -> bytes:
+    """A chord's results of members [chunk*B, (chunk+1)*B), rolled up once all are counted
+    (broker/commands/workflows.py, ``_Flow.roll_up``)."""
+    return flow_prefix(flow_id) + b"k" + node.encode() + b"\x00" + _U64.pack(chunk)
 
 
 def flow_finished(finished_ms: int, flow_id: str) -> bytes:

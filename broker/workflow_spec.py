@@ -9,8 +9,8 @@ workflow whole. The request shape is documented in docs/workflows.md::
      "workflow": NODE}
     NODE  := TASK
            | {"chain": [NODE, ...]}                       # steps one after another
-           | {"group": [TASK, ...], "pass_result": bool}   # members side by side
-           | {"chord": [TASK, ...], "callback": NODE,       # a group, then its callback
+           | {"group": [NODE, ...], "pass_result": bool}   # members side by side
+           | {"chord": [NODE, ...], "callback": NODE,       # a group, then its callback
               "on_error": "fail" | "callback"}
     TASK  := a SUBMIT task object (type, payload, queue, priority, max_retries,
              timeout_secs, retry_backoff_secs, id) plus "pass_result": bool
@@ -18,7 +18,9 @@ workflow whole. The request shape is documented in docs/workflows.md::
 The flat form: ``{"id", "root", "nodes": {node id: node}, "tasks": [task ids]}`` where a node
 is ``{"k": "task", "p": parent, "i": index, "spec": task spec, "pass": bool}``,
 ``{"k": "chain", "p", "i", "steps": [node ids]}`` or ``{"k": "group", "p", "i",
-"members": [task specs], "cb": node id | None, "on_error": ..., "pass": bool}``.
+"members": [task spec | {"node": node id}], "cb": node id | None, "on_error": ...,
+"pass": bool}``: a member that is a chain, group or chord is a node of its own (its
+``i`` is its member index; a chord's callback has ``i`` ``"cb"``).
 """
 
 from __future__ import annotations
@@ -100,16 +102,23 @@ class _Builder:
         _only(value, allowed, where)
         members = value[shape]
         if not isinstance(members, list) or not members:
-            raise v.Invalid(f"{where}.{shape}: expected a non-empty list of tasks")
+            raise v.Invalid(f"{where}.{shape}: expected a non-empty list of members")
         node = self.nodes[nid] = {"k": "group", "p": parent, "i": index, "members": [],
                                   "cb": None, "on_error": "fail",
                                   "pass": _flag(value, "pass_result", where)}
         for i, member in enumerate(members):
-            if not isinstance(member, dict) or any(k in member for k in
-                                                   ("chain", "group", "chord")):
-                raise v.Invalid(f"{where}.{shape}[{i}]: a group's members are tasks "
-                                "(nest a chain around the group instead)")
-            node["members"].append(self.task(member, f"{where}.{shape}[{i}]"))
+            at = f"{where}.{shape}[{i}]"
+            if not isinstance(member, dict):
+                raise v.Invalid(f"{at}: expected a task or a chain/group/chord object")
+            if any(k in member for k in ("chain", "group", "chord")):
+                # A member of its own shape (a chain per member, Celery's group(chain(..))):
+                # it counts as done when that node is.
+                sub = self.node(member, nid, i, level + 1, at)
+                if node["pass"]:
+                    self.receives(sub)
+                node["members"].append({"node": sub})
+            else:
+                node["members"].append(self.task(member, at))
         if shape == "chord":
             on_error = value.get("on_error", "fail")
             if on_error not in ON_ERROR:

@@ -95,13 +95,13 @@ class Chain(_Node):
 
 
 class Group(_Node):
-    def __init__(self, members: list[Signature]):
+    def __init__(self, members: list[_Node]):
         for member in members:
-            if not isinstance(member, Signature):
-                raise TypeError("a group's members are tasks (signatures); put a chain "
-                                "around the group instead")
-        self.members = list(members)
-        self.immutable = all(m.immutable for m in self.members)
+            if not isinstance(member, _Node):
+                raise TypeError("a group's members are signatures, chains, groups or "
+                                f"chords, not {type(member).__name__}")
+        self.members = list(members)  # a chain member: Celery's group(chain(...), ...)
+        self.immutable = all(not _mutable(m) for m in self.members)
 
     def to_tree(self) -> dict:
         return {"group": [m.to_tree() for m in self.members]}
@@ -152,6 +152,7 @@ def chord(header, body: _Node, on_error: str = "fail") -> Chord:
 
 
 def _mutable(step: _Node) -> bool:
+    """Does ``step`` take the previous step's result (as a chain step or a member)?"""
     first = step.steps[0] if isinstance(step, Chain) else step
     return not getattr(first, "immutable", False)
 

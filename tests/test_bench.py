@@ -19,7 +19,8 @@ FIGURES = ("submit_single_per_sec", "submit_single_pipelined_per_sec", "submit_b
 def test_bench_prints_every_figure_as_json():
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--json", "-n", "2000", "--single-tasks", "300",
-         "--latency-samples", "30", "--chord-members", "50", "--chord-samples", "3"],
+         "--latency-samples", "30", "--chord-members", "50", "--chord-samples", "3",
+         "--schedules", "200"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout.strip().splitlines()[-1])
@@ -31,6 +32,9 @@ def test_bench_prints_every_figure_as_json():
     assert 0 < figures["round_trip"]["p50_ms"] <= figures["round_trip"]["p99_ms"]
     assert figures["chord_callback"]["members"] == 50
     assert 0 < figures["chord_callback"]["p50_ms"] <= figures["chord_callback"]["max_ms"]
+    assert figures["schedules_defined"] == 200
+    assert figures["drain_per_sec_with_200_schedules"] > 0
+    assert figures["broker_rss_mb_with_200_schedules"] > 0
 
 
 @pytest.mark.slow

@@ -124,6 +124,11 @@ def test_rest_and_grpc(node):
         assert msg.rate == 2.5 and msg.burst == 4 and not msg.HasField("concurrency")
         found = stub.GetLimits(pb.GetLimitsRequest(queue=queue), timeout=10).limits
         assert found[queue].tokens == 4.0
+        # QueueDepth carries the limit and how much of it is in use, as REST does.
+        depth = pb_grpc.TaskQueueStub(channel).QueueDepth(pb.QueueDepthRequest(), timeout=10)
+        shown = depth.queues[queue]
+        assert shown.HasField("limit") and shown.limit.rate == 2.5 and shown.limit.burst == 4
+        assert shown.limit.running == 0 and not shown.limit.HasField("concurrency")
         with pytest.raises(grpc.RpcError) as err:
             stub.SetLimit(pb.SetLimitRequest(queue=queue), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -54,6 +54,30 @@ def test_chord_and_chain_run_by_a_real_worker(node, tmp_path):
     assert state["groups"][0]["completed"] == 5
 
 
+def test_chord_of_chains_run_by_a_real_worker(node, tmp_path):
+    """Celery's chord([chain(a, b), ...], cb) through the canvas builders: each member is a
+    chain whose second step gets the first's result; the callback gets each chain's last
+    result in member order."""
+    queue = uniq()
+    echo = lambda payload: signature("echo", payload, queue=queue)  # noqa: E731
+    flow = chord([chain(echo({"m": i}), echo("second")) for i in range(4)]
+                 + [group(echo("x"), echo("y"))], echo("cb"))
+    assert flow.to_tree()["chord"][0]["chain"][1]["pass_result"] is True
+    worker = WorkerProcess(node.addr, tmp_path, "--queues", queue, "--concurrency", "4").start()
+    try:
+        with Client(node.addr) as client:
+            state = flow.submit(client).wait(timeout=60)
+    finally:
+        worker.stop()
+    assert state["status"] == "completed", state
+    callback = next(t for t in state["tasks"] if t["role"] == "chord.callback")
+    results = callback["result"]["results"]
+    # echo returns its payload: a chain's second step got {"previous": first's result}
+    assert [r["previous"] for r in results[:4]] == [{"m": i} for i in range(4)]
+    assert results[4] == ["x", "y"]  # a group member's result: its members' results
+    assert state["groups"][0]["completed"] == 5 and state["size"] == 11
+
+
 def test_rest_and_admin_see_and_cancel_a_workflow(node):
     queue = uniq()  # no worker: nothing runs
     base = f"{rest_url(node)}/api/v1/workflows"
@@ -170,3 +194,48 @@ def test_rest_lists_workflows_a_page_at_a_time(node):
     for bad in ({"limit": 0}, {"limit": 101}, {"limit": "x"}, {"after": "bad id!"}):
         r = httpx.get(base, params=bad)
         assert r.status_code == 400 and r.json()["error"]["code"] == "BADREQ", bad
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+@pytest.mark.slow
+def test_a_100000_member_group_is_submitted_within_bounded_memory(tmp_path_factory):
+    """The largest workflow allowed (MAX_TASKS) on a real broker: accepted whole, every
+    member pending, and the broker's RSS grows by well under 1 GB (it grew ~1,040 MB before
+    the overlay trimmed orjson's over-allocated buffers; ~330 MB after)."""
+    proc = module_broker(tmp_path_factory, "bigworkflow")
+    try:
+        import threading
+        import time
+
+        base = _rss_mb(proc.proc.pid)
+        peak, done = [base], threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], _rss_mb(proc.proc.pid))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        queue = uniq("big")
+        with Client(proc.addr) as client:
+            reply = client.submit_workflow(
+                {"group": [{"type": "noop", "queue": queue, "payload": i}
+                           for i in range(100_000)]})
+            assert reply["size"] == 100_000
+            assert client.queues()[queue]["pending"] == 100_000
+            with pytest.raises(BrokerError, match="more than 100000 tasks"):
+                client.submit_workflow({"group": [{"type": "noop", "queue": queue}] * 100_001})
+        done.set()
+        watcher.join()
+        print(f"broker RSS {base:.0f} MB -> peak {peak[0]:.0f} MB")
+        assert peak[0] - base < 600, (base, peak[0])
+    finally:
+        proc.stop()

@@ -4,6 +4,7 @@ per-completion cost independent of the group's size."""
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -220,7 +221,8 @@ def test_purge_removes_a_finished_workflow_whole(h):
 @pytest.mark.parametrize("bad, message", [
     ({"group": []}, "non-empty"),
     ({"chain": [t()], "group": [t()]}, "one of"),
-    ({"group": [{"chain": [t()]}]}, "members are tasks"),
+    ({"group": ["not a task"]}, r"group\[0\]: expected a task or a chain"),
+    ({"chord": [{"chain": []}], "callback": t()}, r"chord\[0\]\.chain: expected a non-empty"),
     ({"chord": [t()]}, "callback: required"),
     ({"chord": [t()], "callback": t(), "on_error": "x"}, "on_error"),
     (t(delay_secs=5), "not allowed"),
@@ -281,3 +283,120 @@ def test_a_chain_of_1000_steps_hands_each_result_on(h):
             assert job["payload"] == {"previous": k - 1, "payload": k}
         ack(h, job, 2000 + k, k)
     assert view(h, limit=0)["status"] == "completed"
+
+
+def test_chord_results_rolled_up_in_chunks_keep_member_order(h):
+    """Members complete in a shuffled order, several per entry, across chunk boundaries
+    (and a last chunk shorter than CHUNK); two results too big to roll up leave their
+    chunk unrolled. The callback still gets every result in member order."""
+    n = wf.CHUNK * 3 + 5
+    submit(h, chord(n))
+    jobs = claim_all(h, 2000)
+    order = list(range(n))
+    random.Random(7).shuffle(order)
+    big = "x" * (wf.CHUNK_BYTES // 2 + 10)  # two of these pass CHUNK_BYTES in chunk 1
+    expect = [{"m": i, "big": big} if i in (wf.CHUNK + 1, wf.CHUNK + 2) else i
+              for i in range(n)]
+    for start in range(0, n, 50):
+        batch = [["ack", 3000, jobs[i]["id"], jobs[i]["token"], expect[i], "w1"]
+                 for i in order[start:start + 50]]
+        h.apply(*batch)
+        if start + 50 < n:
+            assert h.task(f"wf1.{n}") is None  # not early
+    assert h.store.get(keys.flow_chunk("wf1", "0", 1)) == b"!"  # too big: read one by one
+    assert h.store.get(keys.flow_chunk("wf1", "0", 0))[:1] == b"="
+    assert h.task(f"wf1.{n}")["payload"]["results"] == expect
+
+
+def test_firing_ack_reads_chunks_not_every_member(h, monkeypatch):
+    """The ACK that fires a 10,000-member chord's callback reads about N/CHUNK records
+    (and never iterates the members' outcomes); it read all 10,000 before."""
+    n = 10_000
+    submit(h, chord(n))
+    jobs = claim_all(h, 2000)
+    for start in range(0, n - 1, 1000):
+        h.apply(*[["ack", 3000, j["id"], j["token"], i, "w1"]
+                  for i, j in enumerate(jobs[start:min(start + 1000, n - 1)], start)])
+    reads = []
+    real_get, real_items = h.store.db.get, h.store.db.items
+
+    class Counting:  # the Rdict's methods are read-only: wrap the handle instead
+        def __getattr__(self, name):
+            return getattr(real_db, name)
+
+        def get(self, key, *a, **kw):
+            reads.append(key)
+            return real_get(key, *a, **kw)
+
+        def items(self, *a, **kw):
+            raise AssertionError("the firing ACK iterated the members' outcomes")
+
+    real_db = h.store.db
+    monkeypatch.setattr(h.store, "db", Counting())
+    ack(h, jobs[-1], 4000, n - 1)
+    monkeypatch.setattr(h.store, "db", real_db)
+    assert h.task(f"wf1.{n}")["payload"]["results"] == list(range(n))
+    assert len(reads) < n // wf.CHUNK + 3 * wf.CHUNK, len(reads)
+
+
+def test_chord_whose_members_are_chains(h):
+    """Celery's chord([chain(a, b), chain(a, b)], cb): each member is a chain; it counts
+    when its last step completes, with that step's result, in member order."""
+    tree = {"chord": [{"chain": [t("a", payload=i), t("b", pass_result=True)]}
+                      for i in range(3)] + [t("solo")],
+            "callback": t("sum")}
+    assert submit(h, tree)["size"] == 8
+    first = claim_all(h, 2000)
+    assert sorted(j["type"] for j in first) == ["a", "a", "a", "solo"]  # first steps only
+    for job in first:
+        ack(h, job, 2001, f"{job['type']}{job['payload']}")
+    seconds = claim_all(h, 2002)
+    assert [j["payload"]["previous"] for j in seconds] == ["a0", "a1", "a2"]
+    ack(h, seconds[2], 2003, "b2")
+    ack(h, seconds[0], 2004, "b0")
+    assert h.task("wf1.7") is None  # member 1's chain is not over: not early
+    progress = view(h)
+    assert progress["groups"][0]["completed"] == 3  # solo, chain 2, chain 0
+    assert [r["role"] for r in progress["tasks"]][:2] == ["chord.member[0].step[0]",
+                                                          "chord.member[0].step[1]"]
+    ack(h, seconds[1], 2005, "b1")
+    [cb] = claim_all(h, 2006)
+    assert cb["type"] == "sum"
+    assert cb["payload"]["results"] == ["b0", "b1", "b2", "soloNone"]
+    ack(h, cb, 2007, "total")
+    assert view(h)["status"] == "completed"
+
+
+def test_group_of_chains_a_failed_chain_fails_its_member(h):
+    """A member chain whose step dies counts as a dead member (the rest of that chain never
+    runs); on_error=callback hands the callback the partial results and the error."""
+    tree = {"chain": [t("start"),
+                      {"chord": [{"chain": [t("a"), t("b")]}, {"group": [t("g"), t("g")]}],
+                       "callback": t("cb"), "on_error": "callback", "pass_result": True}]}
+    submit(h, tree)
+    [start] = claim_all(h, 2000)
+    ack(h, start, 2001, "s")
+    jobs = {j["type"] + str(i): j for i, j in enumerate(claim_all(h, 2002))}
+    assert sorted(jobs) == ["a0", "g1", "g2"]
+    assert jobs["a0"]["payload"] == {"previous": "s", "payload": None}  # pass_result reached it
+    assert jobs["g1"]["payload"] == {"previous": "s", "payload": None}
+    fail(h, jobs["a0"], 2003, retry=False)  # the chain member dies at its first step
+    ack(h, jobs["g1"], 2004, 1)
+    ack(h, jobs["g2"], 2005, 2)
+    [cb] = claim_all(h, 2006)
+    assert cb["type"] == "cb"
+    assert cb["payload"]["results"] == [None, [1, 2]]  # a group member's result: its list
+    assert cb["payload"]["errors"][0]["status"] == "dead"
+    assert cb["payload"]["errors"][1] is None
+    assert h.task("wf1.2") is None  # the dead chain's step b never ran
+
+
+def test_nesting_inside_group_members_is_bounded():
+    tree = t()
+    for _ in range(MAX_NESTING):
+        tree = {"group": [tree]}
+    flatten({"workflow": tree}, 0, MAX_PAYLOAD)  # MAX_NESTING groups: accepted
+    with pytest.raises(v.Invalid, match="nest at most"):
+        flatten({"workflow": {"group": [tree]}}, 0, MAX_PAYLOAD)
+    with pytest.raises(v.Invalid, match="more than 100000 tasks"):
+        flatten({"workflow": {"group": [{"chain": [t(), t()]}] * 50_001}}, 0, MAX_PAYLOAD)

@@ -110,8 +110,11 @@ def submit_to_dict(req: pb.SubmitRequest) -> dict:
 
 
 def _queue_counts(counts: dict) -> pb.QueueCounts:
-    return pb.QueueCounts(paused=bool(counts.get("paused")),
-                          **{s: int(counts.get(s, 0)) for s in STATUSES})
+    msg = pb.QueueCounts(paused=bool(counts.get("paused")),
+                         **{s: int(counts.get(s, 0)) for s in STATUSES})
+    if counts.get("limit") is not None:  # the limit and how much of it is in use
+        msg.limit.CopyFrom(_limit(counts["limit"]))
+    return msg
 
 
 def _worker(row: dict) -> pb.Worker:

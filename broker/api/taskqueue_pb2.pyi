@@ -161,7 +161,7 @@ class QueueDepthRequest(_message.Message):
     def __init__(self, queue: _Optional[str] = ...) -> None: ...
 
 class QueueCounts(_message.Message):
-    __slots__ = ("scheduled", "pending", "running", "completed", "failed", "dead", "cancelled", "paused")
+    __slots__ = ("scheduled", "pending", "running", "completed", "failed", "dead", "cancelled", "paused", "limit")
     SCHEDULED_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class QueueCounts(_message.Message):
     DEAD_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     scheduled: int
     pending: int
     running: int
@@ -178,7 +179,8 @@ class QueueCounts(_message.Message):
     dead: int
     cancelled: int
     paused: bool
-    def __init__(self, scheduled: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., dead: _Optional[int] = ..., cancelled: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
+    limit: QueueLimit
+    def __init__(self, scheduled: _Optional[int] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., dead: _Optional[int] = ..., cancelled: _Optional[int] = ..., paused: _Optional[bool] = ..., limit: _Optional[_Union[QueueLimit, _Mapping]] = ...) -> None: ...
 
 class QueueDepthResponse(_message.Message):
     __slots__ = ("queues",)

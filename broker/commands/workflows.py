@@ -15,7 +15,8 @@ ends twice (requeued after dying, or a replayed entry: replays are skipped by th
 anyway) finds its marker and changes nothing. A group's counter reaches N exactly once, so
 its callback is submitted exactly once.
 
-Rules (docs/workflows.md): a chain runs its steps in order, a step with ``pass_result``
+Rules (docs/workflows.md): a group's member may itself be a chain, group or chord (it is
+counted when that node finishes, as :meth:`_Flow.node_done` says); a chain runs its steps in order, a step with ``pass_result``
 gets the previous step's result; a step that ends dead or cancelled fails the chain and
 the steps after it never run (the view shows them ``cancelled``; requeueing the dead task
 later runs it but does not resume the chain). A group is done when every member is final;
@@ -42,6 +43,10 @@ W_PENDING, W_RUNNING, W_COMPLETED, W_FAILED, W_CANCELLED = (
     "pending", "running", "completed", "failed", "cancelled")
 W_FINISHED = (W_COMPLETED, W_FAILED, W_CANCELLED)
 NO_LIMIT = 1 << 62  # a step submitted by the workflow itself is never refused for depth
+# A chord's results are rolled up per chunk of CHUNK members, in the apply that counts the
+# chunk's last member, so the firing ACK reads N/CHUNK records instead of N (see roll_up).
+CHUNK = 128
+CHUNK_BYTES = 1 << 20  # a chunk whose results are bigger stays unrolled (read one by one)
 
 
 # ------------------------------------------------------------------------- commands
@@ -154,14 +159,15 @@ def on_transition(m, task: dict, old_status, new_status: str, now: int) -> None:
     record = m.load_json(keys.flow(flow_id))
     if record is None or record["status"] in W_FINISHED:
         return  # cancelled or over: nothing follows
-    m.overlay.put(marker, encode_outcome(
+    outcome = encode_outcome(
         task["id"], new_status, task.get("result"),
-        None if new_status == COMPLETED else (task.get("error") or new_status)))
+        None if new_status == COMPLETED else (task.get("error") or new_status))
+    m.overlay.put(marker, outcome)
     flow = _Flow(m, flow_id, now)
     if member is None:
         flow.node_done(nid, new_status == COMPLETED)
     else:
-        flow.member_done(nid, new_status)
+        flow.member_done(nid, new_status, member, outcome)
 
 
 # ---------------------------------------------------------------------- the engine
@@ -191,10 +197,14 @@ class _Flow:
                 self.node_done(nid, False)
             return
         members = self.m.load_json(keys.flow_members(self.id, nid))
+        # "roll": roll the results up per chunk; only a chord's callback reads them all.
         self.m.overlay.put(keys.flow_counter(self.id, nid), jsonutil.dumps(
-            {"n": len(members), COMPLETED: 0, "dead": 0, CANCELLED: 0}))
+            {"n": len(members), COMPLETED: 0, "dead": 0, CANCELLED: 0,
+             "roll": node["cb"] is not None}))
         for i, spec in enumerate(members):
-            if not self._submit(spec, {"w": self.id, "n": nid, "m": i}, handed):
+            if "node" in spec:  # a chain/group/chord member: counted by node_done
+                self.start(spec["node"], handed)
+            elif not self._submit(spec, {"w": self.id, "n": nid, "m": i}, handed):
                 self._lost_member(nid, i, spec["id"])
 
     def _submit(self, spec: dict, ref: dict, handed: dict | None) -> bool:
@@ -205,16 +215,19 @@ class _Flow:
 
     def _lost_member(self, nid: str, i: int, task_id: str) -> None:
         """A member whose id a task outside the workflow took meanwhile: it counts as dead."""
-        self.m.overlay.put(keys.flow_outcome(self.id, nid, i), encode_outcome(
-            task_id, "dead", None, "task id taken by another task"))
-        self.member_done(nid, "dead")
+        outcome = encode_outcome(task_id, "dead", None, "task id taken by another task")
+        self.m.overlay.put(keys.flow_outcome(self.id, nid, i), outcome)
+        self.member_done(nid, "dead", i, outcome)
 
-    def member_done(self, nid: str, status: str) -> None:
-        """One member of group ``nid`` reached its final status (counted once, O(1))."""
+    def member_done(self, nid: str, status: str, i: int, outcome: bytes) -> None:
+        """Member ``i`` of group ``nid`` reached its final status ``status`` (its
+        ``outcome`` record just written); counted once, O(1)."""
         key = keys.flow_counter(self.id, nid)
         counter = self.m.load_json(key)
         counter[status] += 1
         self.m.overlay.put(key, jsonutil.dumps(counter))
+        if counter.get("roll"):
+            self.roll_up(nid, i, counter["n"], outcome)
         if counter[COMPLETED] + counter["dead"] + counter[CANCELLED] < counter["n"]:
             return
         group = self.node(nid)
@@ -226,13 +239,55 @@ class _Flow:
         else:
             self.node_done(nid, False)
 
+    def roll_up(self, nid: str, i: int, n: int, outcome: bytes) -> None:
+        """Count member ``i`` in its chunk; the chunk's last member splices the chunk's
+        results into the chunk record (``b"=" + r0,r1,...``).
+
+        While a chunk fills, its record is ``b"#<count>"``; a full chunk whose results pass
+        CHUNK_BYTES becomes ``b"!"`` (the callback then reads its members one by one). Per
+        member this is one more point read and write, plus, once per chunk, CHUNK reads:
+        bounded whatever the chord's size. At 10,000 members the firing ACK then reads 79
+        chunk records instead of iterating 10,000 outcomes (~10 ms of Python before)."""
+        ov = self.m.overlay
+        chunk = i // CHUNK
+        key = keys.flow_chunk(self.id, nid, chunk)
+        size = min(CHUNK, n - chunk * CHUNK)
+        raw = ov.get(key)
+        filled = 1 if raw is None else int(raw[1:]) + 1
+        if filled < size:
+            ov.put(key, b"#%d" % filled)
+            return
+        parts, total = [], 0
+        for j in range(chunk * CHUNK, chunk * CHUNK + size):
+            record = outcome if j == i else ov.get(keys.flow_outcome(self.id, nid, j))
+            result = record[record.index(b"\n") + 1:]
+            total += len(result) + 1
+            if total > CHUNK_BYTES:
+                ov.put(key, b"!")
+                return
+            parts.append(result)
+        ov.put(key, b"=" + b",".join(parts))
+
     def members_handed(self, nid: str, n: int, all_completed: bool) -> dict:
         """What a chord's callback receives: ``results`` and ``errors`` in member order.
 
         The one O(N) step of a chord, run once. When every member completed (the common
-        case) the results are spliced from the stored outcomes' result bytes without
-        decoding them (orjson.Fragment): at 10,000 members decoding was most of the cost."""
+        case) the results are spliced, undecoded (orjson.Fragment), from the chunk
+        records :meth:`roll_up` wrote: N/CHUNK point reads."""
         ov = self.m.overlay
+        if all_completed and self.m.load_json(keys.flow_counter(self.id, nid)).get("roll"):
+            parts = []
+            for chunk in range((n + CHUNK - 1) // CHUNK):
+                raw = ov.get(keys.flow_chunk(self.id, nid, chunk))
+                if raw[:1] == b"=":
+                    parts.append(raw[1:])
+                    continue
+                for j in range(chunk * CHUNK, min(n, (chunk + 1) * CHUNK)):  # too big
+                    record = ov.get(keys.flow_outcome(self.id, nid, j))
+                    parts.append(record[record.index(b"\n") + 1:])
+            results = b"[" + b",".join(parts) + b"]"
+            return {"results": orjson.Fragment(results), "errors": [None] * n}
+        # Partial results (or a chord stored before chunks existed): scan the outcomes.
         base = keys.flow_outcome(self.id, nid) + b"\x00"
         # One forward scan of the contiguous outcome keys (member order: big-endian
         # indexes), ~3x faster than point reads at 10,000 members; then the outcomes this
@@ -267,8 +322,18 @@ class _Flow:
                     None if ok else f"node {nid} did not complete")
             return
         parent = self.node(parent_id)
-        if parent["k"] == "group":  # nid is the chord's callback: the chord ends with it
-            self.node_done(parent_id, ok)
+        if parent["k"] == "group":
+            if node["i"] == "cb":  # nid is the chord's callback: the chord ends with it
+                self.node_done(parent_id, ok)
+                return
+            # nid is a member of its own shape (a chain, group or chord): count it as
+            # member i, with its result as a task member's would be. This runs once: a
+            # node finishes once, since each of its tasks is counted once.
+            status = COMPLETED if ok else "dead"
+            outcome = encode_outcome(None, status, self.result(nid) if ok else None,
+                                     None if ok else f"node {nid} did not complete")
+            self.m.overlay.put(keys.flow_outcome(self.id, parent_id, node["i"]), outcome)
+            self.member_done(parent_id, status, node["i"], outcome)
             return
         following = node["i"] + 1
         if ok and following < len(parent["steps"]):
@@ -334,7 +399,11 @@ def _first_wave(nodes: dict, nid: str):
     elif node["k"] == "task":
         yield node["spec"]
     else:
-        yield from node["members"]
+        for spec in node["members"]:
+            if "node" in spec:
+                yield from _first_wave(nodes, spec["node"])
+            else:
+                yield spec
 
 
 def _summary(record: dict) -> dict:
@@ -379,7 +448,10 @@ def view(store, flow_id: str, task_limit: int) -> dict | None:
         for i, spec in enumerate(members):
             if len(rows) >= task_limit:
                 break
-            add(spec["id"], f"{prefix}.member[{i}]", keys.flow_outcome(flow_id, nid, i))
+            if "node" in spec:
+                walk(spec["node"], f"{prefix}.member[{i}]", level + 1)
+            else:
+                add(spec["id"], f"{prefix}.member[{i}]", keys.flow_outcome(flow_id, nid, i))
         if node["cb"] is not None:
             walk(node["cb"], f"{prefix}.callback", level + 1)
 
