@@ -101,8 +101,24 @@ def cmd_hello(conn, args: list[bytes], size):
         else:
             raise _bad(f"HELLO: syntax error at option {_text(option)!r}")
     if api_key is not None or conn.principal is None:
-        return _hello_authenticate(conn, protover, name, api_key)
+        return _checking(conn, _hello_authenticate(conn, protover, name, api_key))
     return _hello_done(conn, protover, name)
+
+
+def _checking(conn, check):
+    """Run an authentication check with the connection's later requests held back, as the
+    broker's HELLO does: a client that pipelines ``AUTH key`` and ``SUBMIT`` must get the
+    SUBMIT run with AUTH's outcome, not refused with NOAUTH because AUTH is still checking
+    (and a pipeline of wrong keys queues one check, not a hundred)."""
+    conn.hello_in_flight = True
+    return _released(conn, check)
+
+
+async def _released(conn, check):
+    try:
+        return await check
+    finally:
+        conn.hello_in_flight = False
 
 
 async def _hello_authenticate(conn, protover: int, name, api_key):
@@ -174,7 +190,7 @@ def cmd_auth(conn, args: list[bytes], size):
     """``AUTH password`` or ``AUTH username password``: the password is an API key."""
     if len(args) not in (1, 2):
         raise _bad("AUTH takes a password (an API key) or a username and a password")
-    return _auth(conn, args[-1].decode("utf-8", errors="replace"))
+    return _checking(conn, _auth(conn, args[-1].decode("utf-8", errors="replace")))
 
 
 async def _auth(conn, api_key: str) -> bytes:
