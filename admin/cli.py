@@ -527,8 +527,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tq-admin: the broker refused: {exc}", file=sys.stderr)
         return EXIT_BROKER_ERROR
     except ConnectionLost as exc:
-        print(f"tq-admin: cannot reach the broker at {args.broker_addr}: {exc}",
-              file=sys.stderr)
+        # A failed connect says "cannot connect to the broker: HOST:PORT: why[; ...]" for
+        # each address tried: name each once.
+        text, tried = str(exc), "cannot connect to the broker: "
+        where = text[len(tried):] if text.startswith(tried) else f"{args.broker_addr}: {text}"
+        print(f"tq-admin: cannot reach the broker at {where}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except BrokenPipeError:  # `tq-admin list | head`
         return EXIT_OK

@@ -324,3 +324,39 @@ def test_get_wait_blocks_until_the_task_finishes(broker, client):
         w.ack(job["id"], job["token"], "done")
     out, _ = waiting.communicate(timeout=30)
     assert waiting.returncode == 0 and json.loads(out)["result"] == "done"
+
+
+def test_an_http_port_is_named_at_once_not_after_a_timeout(broker_factory):
+    """Issue 11: `--broker-addr 127.0.0.1:8080` hung 30 s and said "HELLO: timed out"."""
+    rest, grpc, metrics = free_port(), free_port(), free_port()
+    node = broker_factory({"api": {"rest_port": rest, "grpc_port": grpc},
+                           "monitoring": {"prometheus_port": metrics}}, name="ports")
+    for port, what in ((rest, "answers HTTP,"), (grpc, "answers HTTP/2 (gRPC)"),
+                       (metrics, "answers HTTP,")):
+        started = time.monotonic()
+        result = admin(f"127.0.0.1:{port}", "queue-depth")
+        assert time.monotonic() - started < 15  # the reply timeout is 30 s
+        assert result.returncode == 3, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert what in lines[0] and f"127.0.0.1:{port}" in lines[0]
+        assert "the protocol port is broker.port, 6379 by default" in lines[0]
+        assert lines[0].count(str(port)) == 1  # the address once, not three times
+    assert admin(node.addr, "queue-depth").returncode == 0  # the protocol port still works
+
+
+def test_the_default_ports_are_named():
+    from taskqueue.wrong_port import describe
+
+    assert "(8080 is the REST API's port by default)" in describe(b"HTTP/1.1 400 Bad", 8080)
+    assert "9091 is the metrics' port" in describe(b"<!DOCTYPE HTML>", 9091)
+    settings_frame = b"\x00\x00\x18\x04\x00\x00\x00\x00\x00"
+    assert "9090 is the gRPC API's port" in describe(settings_frame, 9090)
+    assert describe(b"$118\r\n{", 6379) is None and describe(b"-NOAUTH", 6379) is None
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:70000", "127.0.0.1:0", "127.0.0.1:-1"])
+def test_a_port_out_of_range_is_a_usage_error(addr):
+    result = admin(addr, "queue-depth")
+    assert result.returncode == 2, result.stderr
+    assert "1-65535" in result.stderr and "refused" not in result.stderr
