@@ -141,7 +141,7 @@ def _hello_done(conn, protover: int, name) -> bytes:
     session.protover = protover
     if name is not None:
         session.name = name
-    status = conn.service.hello_reply()
+    status = conn.service.hello_reply(conn.reached_address())
     fields = [
         ("server", SERVER_NAME),
         ("version", _version()),

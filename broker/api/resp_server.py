@@ -403,6 +403,16 @@ class RespConnection(asyncio.Protocol):
         finally:
             self.hello_in_flight = False
 
+    def reached_address(self) -> str | None:
+        """The broker address this client connected to, as host:port (HELLO's leader)."""
+        local = self.transport.get_extra_info("sockname") if self.transport else None
+        if not isinstance(local, (tuple, list)) or len(local) < 2:
+            return None
+        host = str(local[0])
+        if host.startswith("::ffff:") and "." in host:  # IPv4 on a dual-stack socket
+            host = host[len("::ffff:"):]
+        return f"[{host}]:{local[1]}" if ":" in host else f"{host}:{local[1]}"
+
     def _peer_host(self) -> str | None:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
@@ -433,7 +443,7 @@ class RespConnection(asyncio.Protocol):
             await self.service.register_worker(principal, worker_id, hello)
             self.worker_id = worker_id
         self.principal = principal
-        return self.service.hello_reply()
+        return self.service.hello_reply(self.reached_address())
 
     def cmd_submit(self, arg, size):
         return self.service.submit(self.principal, arg, size)
