@@ -399,3 +399,28 @@ def test_hello_names_the_leader_at_the_address_the_client_reached(broker_factory
                            name="named")
     reply = json.loads(Raw(f"127.0.0.2:{named.port}").hello())
     assert reply["leader"] == f"tq.example:{named.port}"
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_heartbeats(broker):
+    """What protocol.md's HEARTBEAT section promises (issue 11): its leases run out (a late
+    ACK is LEASELOST, the job is handed out again), it leaves WORKERS, and its connection
+    keeps working: FETCH and ACK within a lease go on, a HEARTBEAT registers it again."""
+    with Client(broker.addr, identity={"worker_id": "silent", "queues": ["quietq"]}) as worker, \
+            Client(broker.addr) as admin:
+        task = admin.submit("echo", 1, queue="quietq")
+        [job] = worker.fetch(["quietq"], timeout_ms=2000)
+        time.sleep(3.0)  # lease_timeout_secs is 2 for test brokers, and no HEARTBEAT came
+        with pytest.raises(BrokerError) as lost:
+            worker.ack(job["id"], job["token"], None)
+        assert lost.value.code == "LEASELOST"
+        deadline = time.monotonic() + 20
+        while any(w["worker_id"] == "silent" for w in admin.workers()):
+            assert time.monotonic() < deadline, "the silent worker was never dropped"
+            time.sleep(0.2)
+        again = worker.fetch(["quietq"], timeout_ms=5000)
+        assert [j["id"] for j in again] == [task["id"]]
+        worker.ack(again[0]["id"], again[0]["token"], "late but fine")
+        assert admin.get(task["id"])["status"] == "completed"
+        worker.heartbeat([])
+        assert any(w["worker_id"] == "silent" for w in admin.workers())
