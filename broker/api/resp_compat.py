@@ -106,11 +106,13 @@ def cmd_hello(conn, args: list[bytes], size):
 
 
 def _checking(conn, check):
-    """Run an authentication check with the connection's later requests held back, as the
-    broker's HELLO does: a client that pipelines ``AUTH key`` and ``SUBMIT`` must get the
-    SUBMIT run with AUTH's outcome, not refused with NOAUTH because AUTH is still checking
-    (and a pipeline of wrong keys queues one check, not a hundred)."""
-    conn.hello_in_flight = True
+    """Run an authentication check while the connection goes on reading: a client that
+    pipelines ``AUTH key`` and ``SUBMIT`` gets the SUBMIT run with AUTH's outcome, not
+    refused with NOAUTH because AUTH is still being checked. Requests that need an
+    authenticated connection wait in the reply FIFO until the check is answered
+    (RespConnection._dispatch); the handshake's own (CLIENT, SELECT, PING) are answered as
+    they come, as the libraries expect."""
+    conn.auth_checks += 1
     return _released(conn, check)
 
 
@@ -118,7 +120,7 @@ async def _released(conn, check):
     try:
         return await check
     finally:
-        conn.hello_in_flight = False
+        conn.auth_checks -= 1
 
 
 async def _hello_authenticate(conn, protover: int, name, api_key):

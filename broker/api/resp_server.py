@@ -116,6 +116,7 @@ class RespConnection(asyncio.Protocol):
         self.reading_paused = False  # we called transport.pause_reading()
         self.write_paused = False  # the transport's buffer is above reply_buffer_bytes
         self.hello_in_flight = False  # a HELLO is being checked: nothing else runs
+        self.auth_checks = 0  # Redis AUTHs being checked: what needs auth waits (resp_compat)
         self.partial_since: float | None = None  # a request began arriving (conn_guard)
         self.unflushed = 0  # bytes of ready replies not yet written
         # Reply slots in request order: bytes, or a pending call (asyncio Task, EagerCall,
@@ -338,7 +339,11 @@ class RespConnection(asyncio.Protocol):
             self._reply_now(resp.encode_error(errors.BADREQ,
                                               f"unknown command {name[:32].decode(errors='replace')!r}"))
             return
-        if handler.hello and self.principal is None:
+        if handler.hello and self.principal is None and self.auth_checks:
+            # An AUTH before it is still being checked: run once it is answered, with its
+            # outcome (a DeferredRead runs when every earlier reply is ready).
+            handler = handler._replace(method=_after_auth(handler.method), kind=READ)
+        elif handler.hello and self.principal is None:
             self._reply_now(resp.encode_error(
                 errors.NOAUTH, "send HELLO first (or, from a Redis client library, AUTH "
                 "with the API key as the password)"))
@@ -593,6 +598,14 @@ COMMANDS = {
     b"SCHEDULE-DELETE": Command(S.delete, WRITE),
     b"SCHEDULE-RUN": Command(S.run, WRITE),
 }
+
+
+def _after_auth(method: Callable) -> Callable:
+    def checked(conn: "RespConnection", arg, size):
+        if conn.principal is None:
+            raise ServiceError(errors.NOAUTH, "not authenticated: AUTH was refused")
+        return method(conn, arg, size)
+    return checked
 
 
 class DeferredRead:
