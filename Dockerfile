@@ -39,9 +39,9 @@ COPY pyproject.toml /src/
 COPY docker/ /src/docker/
 # A current pip, and wheel: pysyncobj ships only a setup.py sdist.
 RUN python3 -m venv /opt/task-queue \
-    && /opt/task-queue/bin/pip install -q --upgrade pip "setuptools>=68" wheel
+    && /opt/task-queue/bin/pip install -q --upgrade pip "setuptools>=77" wheel
 RUN for pkg in taskqueue broker worker admin; do mkdir -p $pkg && touch $pkg/__init__.py; done \
-    && touch README.md \
+    && touch README.md LICENSE \
     && /opt/task-queue/bin/pip wheel -q --wheel-dir /wheels '.[broker]' \
     && rm -f /wheels/task_queue-*.whl
 

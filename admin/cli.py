@@ -3,7 +3,8 @@
     tq-admin --broker-addr 10.0.1.10:6379 cluster-status
     tq-admin queue-depth --watch 2
     tq-admin limits set emails --rate 50 --burst 10 --concurrency 8
-    tq-admin list --status completed --limit 100000 > tasks.json   # always a JSON array
+    tq-admin list --status dead                            # a table on a terminal
+    tq-admin list --status completed --limit 100000 > tasks.json   # a JSON array
 
 Tables for people by default, ``--json`` for scripts (accepted before or after the
 subcommand). Connection settings: ``--broker-addr`` (env ``TQ_BROKER_ADDR``, default
@@ -180,6 +181,31 @@ def cmd_list(client, args):
                              limit=args.limit)
 
 
+def show_tasks(tasks, stream=None):
+    """The tasks ``list`` found as a table: times readable, the widest columns cut to the
+    terminal (``--json`` prints the whole objects)."""
+    stream = stream or sys.stdout
+    now = time.time()
+    rows = [(t.get("id"), t.get("queue"), t.get("type"), t.get("status"), t.get("priority"),
+             t.get("attempts"), output.timestamp(t.get("created_at")),
+             output.age(t.get("updated_at"), now), _task_detail(t)) for t in tasks]
+    headers = ["id", "queue", "type", "status", "pri", "tries", "created", "updated",
+               "detail"]
+    # Cut the detail first, then type and queue; never the id (get/cancel/requeue take it).
+    output.table(headers, rows, stream, width=output.terminal_width(stream),
+                 shrink=(8, 2, 1))
+
+
+def _task_detail(task: dict) -> str:
+    """What one wants to know of a task at a glance: why it failed, what it returned, or
+    what it was given."""
+    if task.get("error") and task.get("status") in ("failed", "dead", "scheduled"):
+        return str(task["error"]).splitlines()[0]
+    if task.get("status") == "completed":
+        return "result " + json.dumps(task.get("result"), ensure_ascii=False)
+    return "payload " + json.dumps(task.get("payload"), ensure_ascii=False)
+
+
 def cmd_get(client, args):
     if getattr(args, "wait", None) is not None:
         # Block until the task is completed, dead or cancelled (or --wait seconds pass).
@@ -243,7 +269,7 @@ IMPORT_BATCH = 1000
 
 
 def cmd_import(client, args):
-    """Submit the tasks of a JSON array (e.g. `tq-admin list` output) in bulk requests.
+    """Submit the tasks of a JSON array (e.g. `tq-admin list --json` output) in bulk requests.
 
     Tasks keep their ids, so importing the same file twice creates nothing new
     (the second run reports them as duplicates).
@@ -252,7 +278,9 @@ def cmd_import(client, args):
         with (sys.stdin if args.file == "-" else open(args.file)) as f:
             tasks = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read tasks from {args.file}: {exc}") from None
+        hint = (" (a `tq-admin list --table` table? export with `tq-admin list --json`)"
+                if isinstance(exc, json.JSONDecodeError) else "")
+        raise UsageError(f"cannot read tasks from {args.file}: {exc}{hint}") from None
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise UsageError(f"{args.file}: expected a JSON array of task objects")
     counts = {"imported": 0, "duplicates": 0, "failed": 0}
@@ -321,7 +349,7 @@ COMMANDS = {
     "queue-depth": (cmd_queue_depth, show_queues),
     "stats": (cmd_stats, output.key_values),
     "limits": (cmd_limits, show_limits),
-    "list": (cmd_list, None),  # the guide pipes it into jq: always JSON
+    "list": (cmd_list, show_tasks),  # see JSON_WHEN_PIPED
     "get": (cmd_get, show_task),
     "cancel": (cmd_cancel, show_task_state),
     "requeue": (cmd_requeue, show_task_state),
@@ -337,6 +365,10 @@ COMMANDS = {
     "schedules": (schedules.run, schedules.show),
 }
 CHECKS = {"cluster-status": check_cluster}
+# A table on a terminal, the JSON array when the output is a pipe or a file (the deployment
+# guide exports with `tq-admin list ... > tasks.json` and pipes it into jq); --table forces
+# the table, --json the array.
+JSON_WHEN_PIPED = {"list"}
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -407,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", type=int, help="bucket size (default: one second of --rate)")
     p.add_argument("--concurrency", type=int, help="tasks running at once, cluster-wide")
     add("stats", "task counts, rates and RocksDB figures")
-    p = add("list", "tasks as a JSON array (follows cursors up to --limit)")
+    p = add("list", "tasks as a table on a terminal; into a pipe or a file (or with "
+            "--json) as a JSON array, streamed (follows cursors up to --limit)")
+    p.add_argument("--table", action="store_true",
+                   help="a table even into a pipe or a file (`tq-admin list --table | less`)")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--queue")
     p.add_argument("--type")
@@ -439,8 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("hash-key", "print the bcrypt hash of an API key for auth.api_keys")
     p.add_argument("key", nargs="?", help="the key (default: read one line from stdin)")
     p.add_argument("--rounds", type=int, default=10)
-    add("import", "submit the tasks of a JSON array file (tq-admin list output) in bulk, "
-        "with a progress bar").add_argument("file", help="file, or - for standard input")
+    add("import", "submit the tasks of a JSON array file (tq-admin list --json output) in "
+        "bulk, with a progress bar").add_argument("file", help="file, or - for standard input")
     workflows.add_parser(add)
     schedules.add_parser(add)
     p = add("submit", "submit one task (handy for smoke tests)")
@@ -460,10 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print(args, result) -> None:
     _, human = COMMANDS[args.command]
-    if isinstance(result, Iterator):
-        output.json_array(result)
-    elif args.json or human is None:
-        output.to_json(result)
+    if args.command in JSON_WHEN_PIPED and not (getattr(args, "table", False)
+                                                or sys.stdout.isatty()):
+        human = None  # `tq-admin list > tasks.json`, `| jq`: the deployment guide's export
+    if args.json or human is None:
+        if isinstance(result, Iterator):
+            output.json_array(result)  # item by item: an export of 100,000 tasks streams
+        else:
+            output.to_json(result)
     else:
         human(result)
 
@@ -527,8 +566,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tq-admin: the broker refused: {exc}", file=sys.stderr)
         return EXIT_BROKER_ERROR
     except ConnectionLost as exc:
-        print(f"tq-admin: cannot reach the broker at {args.broker_addr}: {exc}",
-              file=sys.stderr)
+        # A failed connect says "cannot connect to the broker: HOST:PORT: why[; ...]" for
+        # each address tried: name each once.
+        text, tried = str(exc), "cannot connect to the broker: "
+        where = text[len(tried):] if text.startswith(tried) else f"{args.broker_addr}: {text}"
+        print(f"tq-admin: cannot reach the broker at {where}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except BrokenPipeError:  # `tq-admin list | head`
         return EXIT_OK

@@ -57,8 +57,13 @@ def age(epoch: float | None, now: float | None = None) -> str:
 
 
 def table(headers: list[str], rows: Iterable[Iterable[Any]],
-          stream: TextIO = sys.stdout) -> None:
-    """An aligned table; numeric columns are right-aligned."""
+          stream: TextIO = sys.stdout, width: int | None = None,
+          shrink: Iterable[int] = ()) -> None:
+    """An aligned table; numeric columns are right-aligned.
+
+    With ``width``, the columns in ``shrink`` (indexes, in the order to cut them) are cut
+    to make each line fit, each down to MIN_CUT characters, their cut cells ending in '~'.
+    """
     text_rows = [[cell(v) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     numeric = [True] * len(headers)
@@ -67,6 +72,18 @@ def table(headers: list[str], rows: Iterable[Iterable[Any]],
             widths[i] = max(widths[i], len(value))
             if numeric[i] and not _is_number(value):
                 numeric[i] = False
+    if width is not None:
+        over = sum(widths) + 2 * (len(widths) - 1) - width
+        for i in shrink:
+            if over <= 0:
+                break
+            cut = min(over, widths[i] - max(MIN_CUT, len(headers[i])))
+            if cut > 0:
+                widths[i] -= cut
+                over -= cut
+                for row in text_rows:
+                    if len(row[i]) > widths[i]:
+                        row[i] = row[i][:widths[i] - 1] + "~"
 
     def line(values: list[str]) -> str:
         parts = [v.rjust(w) if num else v.ljust(w)
@@ -78,6 +95,17 @@ def table(headers: list[str], rows: Iterable[Iterable[Any]],
         stream.write(line(row) + "\n")
     if not text_rows:
         stream.write("(none)\n")
+
+
+MIN_CUT = 8  # a column cut to fit the terminal keeps at least this many characters
+
+
+def terminal_width(stream: TextIO = sys.stdout) -> int | None:
+    """The terminal's width ($COLUMNS first) when ``stream`` is one, else None: a pipe or
+    a file gets whole lines."""
+    import shutil
+
+    return shutil.get_terminal_size().columns if stream.isatty() else None
 
 
 def _is_number(text: str) -> bool:

@@ -22,6 +22,7 @@ import os
 import sys
 
 from broker import config as cfg
+from broker.data_lock import DataDirInUse
 from broker.restore import RestoreError, StartupRefused
 
 LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
@@ -130,6 +131,9 @@ def main(argv=None) -> int:
         pass
     except StartupRefused as exc:
         logging.getLogger("tq.broker").critical("refusing to start: %s", exc)
+        return 1
+    except DataDirInUse as exc:
+        logging.getLogger("tq.broker").critical("cannot start: %s", exc)
         return 1
     except OSError as exc:
         logging.getLogger("tq.broker").critical("cannot start: %s", exc)

@@ -126,8 +126,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                    "a leader must have heard from a majority within half of "
                                    "it to pass /health/leader.", 100, 60000),
         "snapshot_min_entries": Key("int", 100000, "Log entries between snapshots.", 100),
-        "forward_timeout_secs": Key("float", 10.0, "How long a follower waits for the leader "
-                                    "to commit a forwarded write.", 0.1, 600),
+        "forward_timeout_secs": Key("float", 10.0, "How long any node (a follower "
+                                    "forwarding to the leader, a leader, a former leader cut "
+                                    "off from the majority) waits for its write to commit "
+                                    "before answering UNAVAILABLE (outcome unknown).",
+                                    0.1, 600),
     },
     "api": {
         "rest_port": Key("int", 8080, "REST API port (0 disables).", 0, 65535),

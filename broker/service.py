@@ -112,13 +112,23 @@ class Service(WorkflowService, ScheduleService, ClusterService):
 
     # ----------------------------------------------------------------- handshake
 
-    def hello_reply(self) -> dict:
+    def hello_reply(self, reached: str | None = None) -> dict:
+        """HELLO's reply. ``reached``: the address the client connected to (host:port)."""
         status = self.log.status()
         return {"v": 1, "node_id": status["node_id"],
                 "role": "single" if status["mode"] == "single" else status["role"],
-                "leader": status["leader"],
+                "leader": self._reachable_leader(status["leader"], reached),
                 "heartbeat_interval_secs": self.config.worker.heartbeat_interval_secs,
                 "lease_timeout_secs": self.config.worker.lease_timeout_secs}
+
+    def _reachable_leader(self, leader: str | None, reached: str | None) -> str | None:
+        """This node leads and no broker.advertise_host is set: its default advertised
+        address (127.0.0.1 when it binds 0.0.0.0) means nothing to a client on another host,
+        while the address that client connected to reaches this node by definition."""
+        if (reached and leader is not None and leader == self.config.advertise_address
+                and not self.config.broker.advertise_host):
+            return reached
+        return leader
 
     async def register_worker(self, principal: Principal, worker_id: str, info: dict):
         self.require_worker(principal)

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import rocksdict
 
-from broker import keys
+from broker import data_lock, keys
 from taskqueue import jsonutil
 
 
@@ -61,9 +61,20 @@ class Store:
 
     def open(self) -> None:
         with self.lock:
+            # Another broker's directory: refuse before settling "its" swap (data_lock.py).
+            data_lock.check_free(self.path)
             self._finish_interrupted_swap()
+            created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
-            self.db = rocksdict.Rdict(str(self.path), self._options())
+            try:
+                self.db = rocksdict.Rdict(str(self.path), self._options())
+            except Exception as exc:
+                if created:  # a failed start leaves no empty data directory behind
+                    shutil.rmtree(self.path, ignore_errors=True)
+                in_use = data_lock.from_rocksdb_error(self.path, exc)
+                if in_use is not None:
+                    raise in_use from None
+                raise
 
     def _sibling(self, suffix: str) -> Path:
         return self.path.with_name(self.path.name + suffix)

@@ -13,7 +13,7 @@
 #
 # Fully offline (the build reaches no package index), from a Debian bookworm / Python 3.11
 # host of the same architecture that has the wheels or can download them:
-#   pip download -d docker/wheels pip 'setuptools>=68' wheel '.[broker]'
+#   pip download -d docker/wheels pip 'setuptools>=77' wheel '.[broker]'
 #   rm -f docker/wheels/task_queue-*; TQ_DOCKER_OFFLINE=1 bash scripts/docker-image.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

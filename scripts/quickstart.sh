@@ -20,15 +20,24 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-log "starting tq-broker (single node, data in ./tq-data, ports 6379/8080/9090/9091)"
+log "starting tq-broker (single node, data in ./tq-data, ports ${TQ_BROKER_ADDR##*:}/8080/9090/9091)"
 "$BIN/tq-broker" --broker-addr "$TQ_BROKER_ADDR" --data-dir tq-data >tq-data/broker.log 2>&1 &
-pids+=($!)
-# Up to 60 s (a slow first start on a small VM); say why if the broker died instead.
-deadline=$((SECONDS + 60))
-until "$BIN/tq-admin" cluster-status >/dev/null 2>&1; do
-  if ! kill -0 "${pids[0]}" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+broker_pid=$!
+pids+=($broker_pid)
+# Ready when OUR broker says it serves (it logs that once every port is bound). A port that
+# answers is not enough: another broker already listening there would answer while ours
+# died with "address already in use", and the demo would run against it.
+deadline=$((SECONDS + 60))  # a slow first start on a small VM
+until grep -q " serving: protocol " tq-data/broker.log 2>/dev/null; do
+  if ! kill -0 "$broker_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
     echo "tq-broker did not start; the end of tq-data/broker.log:" >&2
     tail -n 20 tq-data/broker.log >&2
+    if grep -q "address already in use" tq-data/broker.log; then
+      echo "Another process already listens on one of the ports (a broker from an earlier" \
+           "run? see: ss -ltnp); it is not this quickstart's broker, so nothing was run" \
+           "against it. Stop it, or choose another protocol port:" \
+           "TQ_BROKER_ADDR=127.0.0.1:6380 bash scripts/quickstart.sh" >&2
+    fi
     exit 1
   fi
   sleep 0.2

@@ -7,8 +7,13 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-# docker-compose: the compose files are started for real by tests/test_docker.py.
-apt_install openssl iptables iproute2 procps curl jq docker-compose
+# Install per need: docker-compose (and through it docker.io, containerd and ~100 more
+# packages) only serves tests/test_docker.py's slow tests, which start the compose files for
+# real; the fast loop (-m "not slow") runs no container.
+fast_only=0
+for arg in "$@"; do case "$arg" in *"not slow"*) fast_only=1 ;; esac; done
+apt_install openssl iptables iproute2 procps curl jq
+[ $fast_only -eq 1 ] || apt_install docker-compose
 # tests/test_dashboard.py drives the /ui pages in a real headless browser (no browser download).
 apt_install chromium chromium-driver
 ensure_venv "broker,fast,test"

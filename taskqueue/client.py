@@ -28,7 +28,7 @@ import ssl
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from taskqueue import jsonutil
+from taskqueue import jsonutil, wrong_port
 from taskqueue.errors import NOTLEADER, BrokerError, ConnectionLost
 from taskqueue.resp import Error, ProtocolError, ReplyParser, encode_request
 from taskqueue.tlsutil import server_hostname
@@ -70,9 +70,12 @@ def parse_address(text: str) -> Address:
     else:  # bare host or bare IPv6
         host, port = text, ""
     try:
-        return host, int(port) if port else DEFAULT_PORT
+        number = int(port) if port else DEFAULT_PORT
     except ValueError:
         raise ValueError(f"bad port in broker address {text!r}") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"bad port in broker address {text!r}: a port is 1-65535")
+    return host, number
 
 
 def parse_addresses(addresses: str | Address | Iterable[str | Address]) -> list[Address]:
@@ -452,7 +455,7 @@ class Client(_Endpoint, _Commands):
             address = candidates.pop(0)
             try:
                 self._open(address)
-                self.hello_reply = self._roundtrip("HELLO", self._hello())
+                self.hello_reply = self._say_hello(address)
                 return self.hello_reply
             except (OSError, ConnectionLost) as exc:
                 self.close()
@@ -522,6 +525,30 @@ class Client(_Endpoint, _Commands):
             # ValueError: a reply the parser could not read; the stream is lost either way.
             self.close()
             raise ConnectionLost(f"{command}: {exc or type(exc).__name__}") from exc
+        return _decode(reply)
+
+    def _say_hello(self, address: Address) -> Any:
+        """HELLO as the connection's first request; a port that answers as something else
+        (REST, gRPC, metrics, TLS) is named at once instead of timing out (wrong_port.py)."""
+        sock = self._sock
+        try:
+            deadline = self._reply_deadline("HELLO", None)
+            if deadline != self._timeout_set:
+                sock.settimeout(deadline)
+                self._timeout_set = deadline
+            sock.sendall(_frame("HELLO", self._hello()) + wrong_port.HANDSHAKE_END)
+            first = sock.recv(65536)
+            if not first:
+                raise ConnectionResetError("the broker closed the connection")
+            foreign = wrong_port.describe(first, address[1])
+            if foreign is not None:
+                self.close()
+                raise ConnectionLost(foreign)
+            self._parser.feed(first)
+            reply = self._read_reply(sock)
+        except (OSError, ProtocolError, ValueError) as exc:
+            self.close()
+            raise ConnectionLost(f"HELLO: {exc or type(exc).__name__}") from exc
         return _decode(reply)
 
     def _read_reply(self, sock: socket.socket) -> Any:

@@ -324,3 +324,104 @@ def test_get_wait_blocks_until_the_task_finishes(broker, client):
         w.ack(job["id"], job["token"], "done")
     out, _ = waiting.communicate(timeout=30)
     assert waiting.returncode == 0 and json.loads(out)["result"] == "done"
+
+
+def test_an_http_port_is_named_at_once_not_after_a_timeout(broker_factory):
+    """Issue 11: `--broker-addr 127.0.0.1:8080` hung 30 s and said "HELLO: timed out"."""
+    rest, grpc, metrics = free_port(), free_port(), free_port()
+    node = broker_factory({"api": {"rest_port": rest, "grpc_port": grpc},
+                           "monitoring": {"prometheus_port": metrics}}, name="ports")
+    for port, what in ((rest, "answers HTTP,"), (grpc, "answers HTTP/2 (gRPC)"),
+                       (metrics, "answers HTTP,")):
+        started = time.monotonic()
+        result = admin(f"127.0.0.1:{port}", "queue-depth")
+        assert time.monotonic() - started < 15  # the reply timeout is 30 s
+        assert result.returncode == 3, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert what in lines[0] and f"127.0.0.1:{port}" in lines[0]
+        assert "the protocol port is broker.port, 6379 by default" in lines[0]
+        assert lines[0].count(str(port)) == 1  # the address once, not three times
+    assert admin(node.addr, "queue-depth").returncode == 0  # the protocol port still works
+
+
+def test_the_default_ports_are_named():
+    from taskqueue.wrong_port import describe
+
+    assert "(8080 is the REST API's port by default)" in describe(b"HTTP/1.1 400 Bad", 8080)
+    assert "9091 is the metrics' port" in describe(b"<!DOCTYPE HTML>", 9091)
+    settings_frame = b"\x00\x00\x18\x04\x00\x00\x00\x00\x00"
+    assert "9090 is the gRPC API's port" in describe(settings_frame, 9090)
+    assert describe(b"$118\r\n{", 6379) is None and describe(b"-NOAUTH", 6379) is None
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:70000", "127.0.0.1:0", "127.0.0.1:-1"])
+def test_a_port_out_of_range_is_a_usage_error(addr):
+    result = admin(addr, "queue-depth")
+    assert result.returncode == 2, result.stderr
+    assert "1-65535" in result.stderr and "refused" not in result.stderr
+
+
+def on_a_terminal(addr: str, *args: str, columns: int = 140) -> str:
+    """tq-admin with its output on a pseudo-terminal `columns` wide, as a person runs it."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "admin.cli", "--broker-addr", addr, *args],
+                            cwd=ROOT, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(30) == 0, proc.stderr.read()
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_list_is_a_table_on_a_terminal_and_json_into_a_pipe(broker, client):
+    """Issue 11: `list` printed raw JSON with epoch times to a person; a pipe or a file still
+    gets the JSON array (the deployment guide exports with `list > tasks.json`)."""
+    done = client.submit("echo", {"n": 1}, queue="tabled")
+    with Client(broker.addr, identity={"worker_id": "table-w"}) as worker:
+        [job] = worker.fetch(["tabled"], timeout_ms=2000)
+        worker.ack(job["id"], job["token"], {"sent": True})
+    waiting = client.submit("resize", {"text": "x" * 300}, queue="tabled", priority=7)
+    text = on_a_terminal(broker.addr, "list", "--queue", "tabled")
+    lines = text.strip().splitlines()
+    assert lines[0].split() == ["ID", "QUEUE", "TYPE", "STATUS", "PRI", "TRIES", "CREATED",
+                                "UPDATED", "DETAIL"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {done["id"], waiting["id"]}
+    assert 'completed' in rows[done["id"]] and 'result {"sent": true}' in rows[done["id"]]
+    assert "pending" in rows[waiting["id"]] and " 7 " in rows[waiting["id"]]
+    created = time.strftime("%Y-%m-%d", time.gmtime(done["created_at"]))
+    assert created in rows[done["id"]]  # a readable time, not epoch seconds
+    assert all(len(line) <= 140 for line in lines), lines  # the 300-char payload is cut
+    assert rows[waiting["id"]].endswith("~")
+    # --json on a terminal, and the default into a pipe: the JSON array.
+    assert {t["id"] for t in json.loads(on_a_terminal(broker.addr, "list", "--queue",
+                                                      "tabled", "--json"))} == set(rows)
+    piped = admin(broker.addr, "list", "--queue", "tabled")
+    assert {t["id"] for t in json.loads(piped.stdout)} == set(rows)
+    # --table into a pipe: the table, lines whole (no terminal to fit).
+    forced = admin(broker.addr, "list", "--queue", "tabled", "--table").stdout
+    assert forced.startswith("ID ") and "x" * 300 in forced
+
+
+def test_import_of_a_table_says_how_to_export(broker, tmp_path):
+    table = tmp_path / "tasks.txt"
+    table.write_text("ID  QUEUE  TYPE\nabc  default  echo\n")
+    result = admin(broker.addr, "import", str(table))
+    assert result.returncode == 2 and "tq-admin list --json" in result.stderr

@@ -379,3 +379,48 @@ def test_listening_beyond_loopback_without_auth_is_warned_about(broker_factory):
     local = broker_factory(name="local")  # 127.0.0.1, as every test broker
     assert "without authentication" in exposed.logs()
     assert "without authentication" not in local.logs()
+
+
+def test_hello_names_the_leader_at_the_address_the_client_reached(broker_factory):
+    """Issue 11: a broker bound to 0.0.0.0 advertised 127.0.0.1 to clients on other hosts.
+    127.0.0.2 stands in for another interface (Linux routes all of 127/8 to loopback)."""
+    import json
+
+    exposed = broker_factory({"broker": {"host": "0.0.0.0"}}, name="any")
+    other = f"127.0.0.2:{exposed.port}"
+    raw = Raw(other)
+    assert json.loads(raw.hello())["leader"] == other
+    raw = Raw(other)
+    fields = raw.call("HELLO", "2")  # a Redis client library's handshake: the same
+    assert dict(zip(fields[::2], fields[1::2]))[b"tq_leader"] == other.encode()
+    assert json.loads(Raw(exposed.addr).hello())["leader"] == exposed.addr
+    # A configured advertise address is what it is, whatever the client connected to.
+    named = broker_factory({"broker": {"host": "0.0.0.0", "advertise_host": "tq.example"}},
+                           name="named")
+    reply = json.loads(Raw(f"127.0.0.2:{named.port}").hello())
+    assert reply["leader"] == f"tq.example:{named.port}"
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_heartbeats(broker):
+    """What protocol.md's HEARTBEAT section promises (issue 11): its leases run out (a late
+    ACK is LEASELOST, the job is handed out again), it leaves WORKERS, and its connection
+    keeps working: FETCH and ACK within a lease go on, a HEARTBEAT registers it again."""
+    with Client(broker.addr, identity={"worker_id": "silent", "queues": ["quietq"]}) as worker, \
+            Client(broker.addr) as admin:
+        task = admin.submit("echo", 1, queue="quietq")
+        [job] = worker.fetch(["quietq"], timeout_ms=2000)
+        time.sleep(3.0)  # lease_timeout_secs is 2 for test brokers, and no HEARTBEAT came
+        with pytest.raises(BrokerError) as lost:
+            worker.ack(job["id"], job["token"], None)
+        assert lost.value.code == "LEASELOST"
+        deadline = time.monotonic() + 20
+        while any(w["worker_id"] == "silent" for w in admin.workers()):
+            assert time.monotonic() < deadline, "the silent worker was never dropped"
+            time.sleep(0.2)
+        again = worker.fetch(["quietq"], timeout_ms=5000)
+        assert [j["id"] for j in again] == [task["id"]]
+        worker.ack(again[0]["id"], again[0]["token"], "late but fine")
+        assert admin.get(task["id"])["status"] == "completed"
+        worker.heartbeat([])
+        assert any(w["worker_id"] == "silent" for w in admin.workers())

@@ -153,3 +153,31 @@ def read_all(raw: Raw) -> None:
     except OSError:
         pass
     raw.sock.settimeout(5)
+
+
+def test_commands_pipelined_behind_auth_wait_for_its_outcome(secured):
+    """A client may pipeline its handshake and first command (as redis-py's pipelines and
+    ioredis' offline queue do): the command runs once AUTH is checked, with its principal."""
+    submit = json.dumps({"type": "echo", "queue": "pipelined-auth"})
+    for handshake in (("AUTH", ADMIN_KEY), ("AUTH", "default", ADMIN_KEY),
+                      ("HELLO", "2", "AUTH", "default", ADMIN_KEY)):
+        raw = Raw(secured.addr)
+        raw.send(resp.encode_request(*handshake) + resp.encode_request("SUBMIT", submit)
+                 + resp.encode_request("PING"))
+        first = raw.reply()
+        assert not isinstance(first, resp.Error), first
+        task = raw.reply()
+        assert not isinstance(task, resp.Error), (handshake, task)
+        assert json.loads(task)["status"] == "pending"
+        assert raw.reply() == "PONG"
+        raw.sock.close()
+    # A wrong key pipelined with a command: the AUTH error, the command refused (it never
+    # runs), then the connection closes.
+    raw = Raw(secured.addr)
+    raw.send(resp.encode_request("AUTH", "not-a-key") + resp.encode_request("SUBMIT", submit))
+    assert raw.reply().code == "NOAUTH"
+    assert raw.reply().code == "NOAUTH"  # the SUBMIT, refused after AUTH's outcome
+    assert raw.closed()
+    r = connect(secured.addr, password=ADMIN_KEY)
+    assert call(r, "QUEUES")["queues"]["pipelined-auth"]["pending"] == 3
+    r.close()

@@ -101,8 +101,26 @@ def cmd_hello(conn, args: list[bytes], size):
         else:
             raise _bad(f"HELLO: syntax error at option {_text(option)!r}")
     if api_key is not None or conn.principal is None:
-        return _hello_authenticate(conn, protover, name, api_key)
+        return _checking(conn, _hello_authenticate(conn, protover, name, api_key))
     return _hello_done(conn, protover, name)
+
+
+def _checking(conn, check):
+    """Run an authentication check while the connection goes on reading: a client that
+    pipelines ``AUTH key`` and ``SUBMIT`` gets the SUBMIT run with AUTH's outcome, not
+    refused with NOAUTH because AUTH is still being checked. Requests that need an
+    authenticated connection wait in the reply FIFO until the check is answered
+    (RespConnection._dispatch); the handshake's own (CLIENT, SELECT, PING) are answered as
+    they come, as the libraries expect."""
+    conn.auth_checks += 1
+    return _released(conn, check)
+
+
+async def _released(conn, check):
+    try:
+        return await check
+    finally:
+        conn.auth_checks -= 1
 
 
 async def _hello_authenticate(conn, protover: int, name, api_key):
@@ -125,7 +143,7 @@ def _hello_done(conn, protover: int, name) -> bytes:
     session.protover = protover
     if name is not None:
         session.name = name
-    status = conn.service.hello_reply()
+    status = conn.service.hello_reply(conn.reached_address())
     fields = [
         ("server", SERVER_NAME),
         ("version", _version()),
@@ -174,7 +192,7 @@ def cmd_auth(conn, args: list[bytes], size):
     """``AUTH password`` or ``AUTH username password``: the password is an API key."""
     if len(args) not in (1, 2):
         raise _bad("AUTH takes a password (an API key) or a username and a password")
-    return _auth(conn, args[-1].decode("utf-8", errors="replace"))
+    return _checking(conn, _auth(conn, args[-1].decode("utf-8", errors="replace")))
 
 
 async def _auth(conn, api_key: str) -> bytes:

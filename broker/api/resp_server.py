@@ -116,6 +116,7 @@ class RespConnection(asyncio.Protocol):
         self.reading_paused = False  # we called transport.pause_reading()
         self.write_paused = False  # the transport's buffer is above reply_buffer_bytes
         self.hello_in_flight = False  # a HELLO is being checked: nothing else runs
+        self.auth_checks = 0  # Redis AUTHs being checked: what needs auth waits (resp_compat)
         self.partial_since: float | None = None  # a request began arriving (conn_guard)
         self.unflushed = 0  # bytes of ready replies not yet written
         # Reply slots in request order: bytes, or a pending call (asyncio Task, EagerCall,
@@ -338,7 +339,11 @@ class RespConnection(asyncio.Protocol):
             self._reply_now(resp.encode_error(errors.BADREQ,
                                               f"unknown command {name[:32].decode(errors='replace')!r}"))
             return
-        if handler.hello and self.principal is None:
+        if handler.hello and self.principal is None and self.auth_checks:
+            # An AUTH before it is still being checked: run once it is answered, with its
+            # outcome (a DeferredRead runs when every earlier reply is ready).
+            handler = handler._replace(method=_after_auth(handler.method), kind=READ)
+        elif handler.hello and self.principal is None:
             self._reply_now(resp.encode_error(
                 errors.NOAUTH, "send HELLO first (or, from a Redis client library, AUTH "
                 "with the API key as the password)"))
@@ -403,6 +408,16 @@ class RespConnection(asyncio.Protocol):
         finally:
             self.hello_in_flight = False
 
+    def reached_address(self) -> str | None:
+        """The broker address this client connected to, as host:port (HELLO's leader)."""
+        local = self.transport.get_extra_info("sockname") if self.transport else None
+        if not isinstance(local, (tuple, list)) or len(local) < 2:
+            return None
+        host = str(local[0])
+        if host.startswith("::ffff:") and "." in host:  # IPv4 on a dual-stack socket
+            host = host[len("::ffff:"):]
+        return f"[{host}]:{local[1]}" if ":" in host else f"{host}:{local[1]}"
+
     def _peer_host(self) -> str | None:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
@@ -433,7 +448,7 @@ class RespConnection(asyncio.Protocol):
             await self.service.register_worker(principal, worker_id, hello)
             self.worker_id = worker_id
         self.principal = principal
-        return self.service.hello_reply()
+        return self.service.hello_reply(self.reached_address())
 
     def cmd_submit(self, arg, size):
         return self.service.submit(self.principal, arg, size)
@@ -583,6 +598,14 @@ COMMANDS = {
     b"SCHEDULE-DELETE": Command(S.delete, WRITE),
     b"SCHEDULE-RUN": Command(S.run, WRITE),
 }
+
+
+def _after_auth(method: Callable) -> Callable:
+    def checked(conn: "RespConnection", arg, size):
+        if conn.principal is None:
+            raise ServiceError(errors.NOAUTH, "not authenticated: AUTH was refused")
+        return method(conn, arg, size)
+    return checked
 
 
 class DeferredRead:
