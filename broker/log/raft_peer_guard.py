@@ -29,7 +29,6 @@ Every refusal is logged (WARNING, at most once per :data:`LOG_EVERY_SECS` per ki
 
 from __future__ import annotations
 
-import functools
 import logging
 import struct
 import time
