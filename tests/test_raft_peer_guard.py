@@ -120,8 +120,16 @@ def test_a_huge_declared_frame_is_refused_before_it_is_buffered(node):
     with socket.create_connection(raft_addr(node), timeout=5) as sock:
         sock.sendall(struct.pack("i", guard.UNAUTHENTICATED_FRAME_CAP + 1) + b"\0" * 4096)
         assert closed_by_peer(sock, 3)
+    # a frame of a fitting size under another secret: closed, and the log says why
+    other = HmacAuthenticator("another-cluster-secret")
+    data = other.encrypt_at_time(zlib.compress(_pickle.dumps(os.urandom(32))), 1)
+    with socket.create_connection(raft_addr(node), timeout=5) as sock:
+        sock.sendall(struct.pack("i", len(data)) + data)
+        assert closed_by_peer(sock, 3)
     assert query_status("%s:%d" % raft_addr(node), AUTH)["role"] == "leader"
-    assert "declared a frame of 2147483647 bytes" in node.nodes[0].logs()
+    logs = node.nodes[0].logs()
+    assert "declared a frame of 2147483647 bytes" in logs
+    assert "failed authentication (bad MAC (wrong raft.secret?))" in logs
 
 
 def test_a_replayed_frame_inside_a_connection_closes_it(node):

@@ -82,13 +82,18 @@ class FrameSequence:
         self.sent = 0
         self.received = 0
         self.mode = None  # None until the first frame: "counter" or legacy
+        self.refused = ""  # why the last frame was refused, for the log
 
     def encrypt_at_time(self, data: bytes, timestamp: int = 0) -> bytes:
         self.sent += 1
         return self._auth.encrypt_at_time(data, self.sent)
 
     def extract_timestamp(self, token: bytes) -> int:
-        number = self._auth.extract_timestamp(token)  # verifies the MAC first
+        try:
+            number = self._auth.extract_timestamp(token)  # verifies the MAC first
+        except InvalidFrame as exc:
+            self.refused = str(exc)  # pysyncobj swallows the exception: keep why
+            raise
         if self.mode is None:
             # A broker of the previous version sends monotonic seconds (never 1 on a host
             # that has been up for more than a second): accept that peer, say so.
@@ -99,12 +104,14 @@ class FrameSequence:
                       "detected until it is upgraded", self.peer)
         if self.mode == _LEGACY:
             if number < self.received:
-                raise InvalidFrame("frame older than the previous one")
+                self.refused = "frame older than the previous one"
+                raise InvalidFrame(self.refused)
         elif number != self.received + 1:
             _warn("replay", self.peer, "Raft peer %s: frame number %d where %d was due "
                   "(replayed or reordered frame); connection closed",
                   self.peer, number, self.received + 1)
-            raise InvalidFrame("frame out of sequence")
+            self.refused = "frame out of sequence"
+            raise InvalidFrame(self.refused)
         self.received = number
         return number
 
@@ -192,14 +199,16 @@ class _ConnectionGuard:
         # checks it whenever recvRandKey is set) proves the peer holds the secret now.
         proves = conn.recvRandKey is not None
         was_connected = conn.state != CONNECTION_STATE.DISCONNECTED
+        self.frames.refused = ""
         message = self._parse()
         if message is not None:
             if proves:
                 self.authenticated = True
-        elif was_connected and conn.state == CONNECTION_STATE.DISCONNECTED:
+        elif was_connected and conn.state == CONNECTION_STATE.DISCONNECTED \
+                and self.frames.refused != "frame out of sequence":  # logged already
+            why = self.frames.refused or "authentic, but another connection's or undecodable"
             _warn("bad frame", self.peer, "Raft peer %s sent a frame that failed "
-                  "authentication (wrong raft.secret, or not a Raft peer); connection closed",
-                  self.peer)
+                  "authentication (%s); connection closed", self.peer, why)
         return message
 
 
