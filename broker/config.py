@@ -121,7 +121,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                "peers, in the order of raft.peers, when they do not use "
                                "their broker port + 1."),
         "secret": Key("str", "", "Shared cluster secret; required when enabled (Raft traffic "
-                      "is authenticated with it)."),
+                      "is authenticated with it). At least 16 characters, 8 of them "
+                      "different, else the broker refuses to start; use a random one."),
         "election_timeout_ms": Key("int", 1000, "Raft election timeout (lower bound); "
                                    "a leader must have heard from a majority within half of "
                                    "it to pass /health/leader.", 100, 60000),
@@ -397,6 +398,20 @@ def _suggest_key(section: str, name: str) -> str:
     return f" (did you mean {owner[near[0]]}.{near[0]}?)" if near else ""
 
 
+MIN_RAFT_SECRET_CHARS = 16
+MIN_RAFT_SECRET_DISTINCT = 8
+
+
+def weak_raft_secret(secret: str) -> str:
+    """Why ``secret`` is too weak to authenticate Raft peers, or "" when it is not."""
+    if len(secret.strip()) < MIN_RAFT_SECRET_CHARS:
+        return f"{len(secret.strip())} characters, at least {MIN_RAFT_SECRET_CHARS} needed"
+    if len(set(secret)) < MIN_RAFT_SECRET_DISTINCT:
+        return (f"{len(set(secret))} different characters, at least "
+                f"{MIN_RAFT_SECRET_DISTINCT} needed")
+    return ""
+
+
 def _cross_checks(config: Config) -> None:
     """Rules that involve more than one key."""
     raft, api, auth = config.sections["raft"], config.sections["api"], config.sections["auth"]
@@ -406,6 +421,11 @@ def _cross_checks(config: Config) -> None:
         if not raft["secret"]:
             raise ConfigError("raft.secret: required when raft.enabled is true (Raft peers "
                               "authenticate each other with it)")
+        weak = weak_raft_secret(raft["secret"])
+        if weak:
+            raise ConfigError(f"raft.secret: too weak ({weak}): anyone who guesses it can "
+                              "join the cluster and rewrite its log; generate one with "
+                              "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
         for peer in raft["peers"]:
             _check_address("raft.peers", peer)
         if raft["peer_raft_ports"] and len(raft["peer_raft_ports"]) != len(raft["peers"]):

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import sys
 
-from broker.config import LOG_LEVELS, PERMISSIONS, SCHEMA, Key
+from broker.config import (LOG_LEVELS, MIN_RAFT_SECRET_CHARS, MIN_RAFT_SECRET_DISTINCT,
+                           PERMISSIONS, SCHEMA, Key)
 
 SECTION_INTRO = {
     "broker": "The node itself: its listeners, limits and housekeeping.",
     "persistence": "RocksDB and the log's durability (see the durability contract in "
                    "[architecture.md](architecture.md#durability)).",
     "raft": "Clustering. Off by default: a single node commits locally. See "
-            "[clustering.md](clustering.md).",
+            "[clustering.md](clustering.md). The Raft port accepts only peers that prove "
+            "they hold `raft.secret`: before that, a frame above 64 KiB or a handshake "
+            "not done within 5 s closes the connection (limits: \"Raft peer port\" in "
+            "[operations.md](operations.md#security)).",
     "api": "REST, gRPC, and TLS for every port (the worker protocol too).",
     "auth": "API keys, checked on every port. See the Security section of "
             "[operations.md](operations.md#security).",
@@ -110,6 +114,12 @@ def render() -> str:
         "- `raft.enabled: true` requires `raft.node_id` and `raft.secret`; every `raft.peers`",
         "  entry must be `host:port`; `raft.peer_raft_ports`, when set, lists one address per",
         "  peer.",
+        f"- `raft.secret` must have at least {MIN_RAFT_SECRET_CHARS} characters (not counting"
+        f" spaces at",
+        f"  either end), at least {MIN_RAFT_SECRET_DISTINCT} of them different; a blank, short"
+        " or",
+        "  repetitive secret is refused at start-up. Generate one:",
+        "  `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
         "- `api.enable_tls: true` requires `api.tls_cert_path` and `api.tls_key_path`.",
         "- `auth.enabled: true` requires at least one entry in `auth.api_keys`.",
         "- `broker.port`, `api.rest_port`, `api.grpc_port` and `monitoring.prometheus_port`",

@@ -16,7 +16,7 @@ ONCE=0; [ "${1:-}" = "--once" ] && ONCE=1
 ensure_venv "broker,fast"
 BIN="$VENV/bin"
 LAB="${TQ_LAB_DIR:-$ROOT/tq-lab}"
-SECRET="${TQ_LAB_SECRET:-lab-secret-$(id -u)}"
+SECRET="${TQ_LAB_SECRET:-task-queue-lab-secret-$(id -u)}"  # raft.secret: >= 16 chars
 mkdir -p "$LAB"
 
 port() { echo "70${1}1"; }

@@ -16,7 +16,8 @@ def raft_config(tmp_path, peers: list[str]):
     return cfg.from_mapping({
         "broker": {"host": "127.0.0.1", "port": 7001},
         "persistence": {"data_dir": str(tmp_path / "data")},
-        "raft": {"enabled": True, "node_id": "node1", "secret": "s", "peers": peers},
+        "raft": {"enabled": True, "node_id": "node1", "secret": "test-raft-secret-0123",
+                 "peers": peers},
     })
 
 

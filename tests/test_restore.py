@@ -47,7 +47,7 @@ def raft_config(workdir: Path, data_dir: Path) -> BrokerProcess:
     """A raft-enabled node whose peers do not exist (enough for restore and the guard)."""
     return BrokerProcess(workdir, {
         "persistence": {"data_dir": str(data_dir)},
-        "raft": {"enabled": True, "node_id": "n1", "secret": "s",
+        "raft": {"enabled": True, "node_id": "n1", "secret": "test-raft-secret-0123",
                  "peers": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"],
                  "election_timeout_ms": 300}}, name="raft")
 

@@ -139,7 +139,7 @@ def test_restore_clears_the_record_of_an_earlier_restore(tmp_path):
     h.store.close()
     config = cfg.from_mapping({
         "persistence": {"data_dir": str(tmp_path / "node" / "data")},
-        "raft": {"enabled": True, "node_id": "n1", "secret": "s",
+        "raft": {"enabled": True, "node_id": "n1", "secret": "test-raft-secret-0123",
                  "peers": ["127.0.0.1:7001", "127.0.0.1:7003"]}})
     summary = restore(config, tmp_path / "backup", stamp="t")
     machine = StateMachine(Store(tmp_path / "node" / "data"))

@@ -61,7 +61,7 @@ def raft_log(tmp_path):
     config = cfg.from_mapping({
         "broker": {"host": "127.0.0.1", "port": 7001},
         "persistence": {"data_dir": str(tmp_path / "data")},
-        "raft": {"enabled": True, "node_id": "node1", "secret": "s" * 16,
+        "raft": {"enabled": True, "node_id": "node1", "secret": "test-raft-secret-0123",
                  "peers": ["127.0.0.1:7003"], "forward_timeout_secs": 0.3},
     })
     store = Store(tmp_path / "data")

@@ -48,13 +48,13 @@ from pathlib import Path
 from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, replicated
 from pysyncobj import pickle as _pickle
 from pysyncobj.node import TCPNode
-from pysyncobj.transport import TCPTransport
 
 from broker.config import Config
 from broker.log.base import GroupCommitLog, NotLeader, Unavailable, deliver
 from broker.log.raft_engine import (HmacAuthenticator, _fsync_dir, engine_patches,
                                     query_status)
 from broker.log.raft_loop import LoopPoller, TickDriver
+from broker.log.raft_peer_guard import PeerGuardTransport
 from broker.log.raft_prevote import PRE_VOTE, PRE_VOTE_REPLY, PreVote
 from broker import keys
 from broker.machine import BaseMismatch, Counters, StateMachine, public
@@ -105,7 +105,7 @@ class MachineView:
         return getattr(self._machine, name)
 
 
-class _GuardedTransport(TCPTransport):
+class _GuardedTransport(PeerGuardTransport):  # frame caps, handshake deadline, replays
     """Drops the commit index from AppendEntries that carry no consistency check.
 
     pysyncobj 0.3.17 advances a follower's commit index to ``min(leader commit, own last

@@ -373,6 +373,9 @@ def utility(address: str, auth: HmacAuthenticator, args: list, timeout: float = 
     """Call a pysyncobj utility command (``["status"]``, ``["add", "h:p"]``, ``["remove",
     "h:p"]``, ``["transfer"]``, our ``["tqstatus"]``) on the node whose Raft port is
     ``address``; return its reply."""
+    from broker.log.raft_peer_guard import FrameSequence  # imports this module
+
+    auth = FrameSequence(auth, address)  # numbered frames, as the peer port requires
     host, _, port = address.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=min(timeout, 2.0)) as sock:
         sock.settimeout(timeout)
