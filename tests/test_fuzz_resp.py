@@ -26,7 +26,8 @@ import time
 import bcrypt
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, event, given, note, seed, settings
+from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 from taskqueue import resp
@@ -36,6 +37,10 @@ from tests.api_support import KEYS, key_entries, module_broker, rest_url
 
 PROBE_BOUND = 3.0  # seconds a legitimate client may wait after an example (loaded CI)
 REPLY_BOUND = 8.0  # seconds within which every fuzzed request must be answered
+# Examples per run: the quick tests together stay under ~10 s on the CI machine, the slow
+# ones (with the cluster fuzzer) under 90 s.
+QUICK_EXAMPLES, QUICK_STREAMS, QUICK_REST = 250, 100, 80
+LONG_EXAMPLES, LONG_STREAMS = 1500, 500
 
 PRINCIPALS = ["none", "admin", "submit", "read", "cancel", "worker", "worker+id",
               "admin+id", "redis-auth"]
@@ -90,12 +95,12 @@ class Target:
         assert took < PROBE_BOUND, f"legitimate client waited {took:.2f}s after {context}"
 
     def check_unchanged(self, changed: bool, context) -> None:
-        after = self.read_table()
-        if not changed and self.table is not None:
-            odd = fz.unexplained_changes(self.table, after)
-            assert not odd, ("rejected input changed tasks", context,
-                             {i: (self.table.get(i), after.get(i)) for i in odd[:3]})
-        self.table = after
+        before, after = self.table, self.read_table()
+        self.table = after  # the next example's baseline, even if this one fails
+        if not changed and before is not None:
+            odd = fz.unexplained_changes(before, after)
+            assert not odd, ("rejected input changed tasks", context, len(odd),
+                             {i: (before.get(i), after.get(i)) for i in odd[:3]})
 
 
 def handshake(wire: fz.Wire, principal: str) -> None:
@@ -179,8 +184,9 @@ def run_requests(target: Target, principal: str, requests: list[list[bytes]]) ->
                 pytest.fail(f"no reply within {REPLY_BOUND}s: the broker hangs on {context}")
     finally:
         wire.close()
-    for reply in replies:
+    for request, reply in zip(requests, replies):
         fz.check_reply(reply, context)
+        record(request, reply)
     changed = any(fz.changed_state(r[0].decode(errors="replace"), reply)
                   for r, reply in zip(requests, replies))
     target.check_service(context)
@@ -188,12 +194,20 @@ def run_requests(target: Target, principal: str, requests: list[list[bytes]]) ->
     return replies
 
 
-def run_stream(target: Target, principal: str, data: bytes) -> list:
-    """Send a (malformed) byte stream, close our side, read until the broker closes."""
-    context = (principal, data[:200])
+def record(request: list[bytes], reply) -> None:
+    """What the examples reached (``--hypothesis-show-statistics`` lists it)."""
+    if currently_in_test_context():
+        event(f"{request[0][:20].decode(errors='replace')}: {fz.error_code(reply) or 'ok'}")
+
+
+def run_stream(target: Target, principal: str, prefix: list[list[bytes]],
+               data: bytes) -> list:
+    """Send well-formed ``prefix`` requests and a (malformed) byte stream after them, close
+    our side, read until the broker closes."""
+    context = (principal, [[a[:120] for a in r] for r in prefix], data[:200])
     wire = target.open(principal)
     try:
-        wire.send(data)
+        wire.send(b"".join(map(fz.encode, prefix)) + data)
         try:
             wire.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -207,8 +221,14 @@ def run_stream(target: Target, principal: str, data: bytes) -> list:
         wire.close()
     for reply in replies:
         fz.check_reply(reply, context)
+    # A prefix request may have been run although its reply was lost with the connection:
+    # only one answered with an error surely changed nothing. (The probe's write, proposed
+    # after it, is what check_unchanged reads after.)
+    answered = replies[:len(prefix)] + [None] * (len(prefix) - len(replies))
+    changed = any(fz.changed_state(r[0].decode(errors="replace"), reply)
+                  for r, reply in zip(prefix, answered))
     target.check_service(context)
-    target.check_unchanged(False, context)
+    target.check_unchanged(changed, context)
     return replies
 
 
@@ -216,45 +236,44 @@ principals = st.sampled_from(PRINCIPALS)
 request_lists = st.lists(fz.requests(), min_size=1, max_size=4)
 
 
-def _fuzz_requests(target, examples):
-    @seed(fz.SEED)
-    @fuzz_settings(examples)
-    @given(principal=principals, requests=request_lists)
-    def run(principal, requests):
-        run_requests(target, principal, requests)
-
-    print(f"fuzz seed {fz.SEED} (replay: TQ_FUZZ_SEED={fz.SEED})")
-    run()
+SEED_NOTE = f"fuzz seed {fz.SEED} (replay: TQ_FUZZ_SEED={fz.SEED})"
 
 
-def _fuzz_streams(target, examples):
-    @seed(fz.SEED)
-    @fuzz_settings(examples)
-    @given(principal=principals, prefix=st.lists(fz.requests(), max_size=2),
-           data=fz.malformed)
-    def run(principal, prefix, data):
-        run_stream(target, principal, b"".join(map(fz.encode, prefix)) + data)
-
-    print(f"fuzz seed {fz.SEED} (replay: TQ_FUZZ_SEED={fz.SEED})")
-    run()
+def fuzz(examples: int):
+    """The settings of every fuzz test here; the seed is chosen per run (see fuzz_support)."""
+    def wrap(test):
+        return seed(fz.SEED)(fuzz_settings(examples)(test))
+    return wrap
 
 
-def test_fuzzed_requests_quick(target):
-    _fuzz_requests(target, 120)
+@fuzz(QUICK_EXAMPLES)
+@given(principal=principals, requests=request_lists)
+def test_fuzzed_requests_quick(target, principal, requests):
+    note(SEED_NOTE)
+    run_requests(target, principal, requests)
 
 
-def test_fuzzed_malformed_streams_quick(target):
-    _fuzz_streams(target, 60)
+@fuzz(QUICK_STREAMS)
+@given(principal=principals, prefix=st.lists(fz.requests(), max_size=2), data=fz.malformed)
+def test_fuzzed_malformed_streams_quick(target, principal, prefix, data):
+    note(SEED_NOTE)
+    run_stream(target, principal, prefix, data)
 
 
 @pytest.mark.slow
-def test_fuzzed_requests_long(target):
-    _fuzz_requests(target, 700)
+@fuzz(LONG_EXAMPLES)
+@given(principal=principals, requests=request_lists)
+def test_fuzzed_requests_long(target, principal, requests):
+    note(SEED_NOTE)
+    run_requests(target, principal, requests)
 
 
 @pytest.mark.slow
-def test_fuzzed_malformed_streams_long(target):
-    _fuzz_streams(target, 250)
+@fuzz(LONG_STREAMS)
+@given(principal=principals, prefix=st.lists(fz.requests(), max_size=2), data=fz.malformed)
+def test_fuzzed_malformed_streams_long(target, principal, prefix, data):
+    note(SEED_NOTE)
+    run_stream(target, principal, prefix, data)
 
 
 # ------------------------------------------------ every command with every permission
@@ -493,30 +512,26 @@ def rest(target):
         yield client
 
 
-def test_fuzzed_rest_json_quick(target, rest):
-    @seed(fz.SEED)
-    @fuzz_settings(60)
-    @given(route=st.sampled_from(REST_ROUTES), data=st.data(),
-           key=st.sampled_from([None, "admin", "submit", "read", "cancel", "worker"]),
-           content_type=st.sampled_from(["application/json", "application/json",
-                                         "text/plain", None]))
-    def run(route, data, key, content_type):
-        method, path, strategy = route
-        if method == "GET":
-            path += str(data.draw(strategy))
-            body = None
-        else:
-            body = data.draw(st.one_of(strategy.map(fz._dumps), fz.raw_json))
-        headers = {}
-        if key:
-            headers["Authorization"] = f"Bearer {ALL_KEYS[key][0]}"
-        if content_type:
-            headers["Content-Type"] = content_type
-        context = (method, path, key, content_type, (body or b"")[:200])
-        answer = rest.request(method, path, content=body, headers=headers)
-        assert answer.status_code < 500, (answer.status_code, answer.text[:300], context)
-        target.check_service(context)
-        target.check_unchanged(answer.status_code < 400, context)
-
-    print(f"fuzz seed {fz.SEED} (replay: TQ_FUZZ_SEED={fz.SEED})")
-    run()
+@fuzz(QUICK_REST)
+@given(route=st.sampled_from(REST_ROUTES), data=st.data(),
+       key=st.sampled_from([None, "admin", "submit", "read", "cancel", "worker"]),
+       content_type=st.sampled_from(["application/json", "application/json", "text/plain",
+                                     None]))
+def test_fuzzed_rest_json_quick(target, rest, route, data, key, content_type):
+    note(SEED_NOTE)
+    method, path, strategy = route
+    if method == "GET":
+        path += str(data.draw(strategy))
+        body = None
+    else:
+        body = data.draw(st.one_of(strategy.map(fz._dumps), fz.raw_json))
+    headers = {}
+    if key:
+        headers["Authorization"] = f"Bearer {ALL_KEYS[key][0]}"
+    if content_type:
+        headers["Content-Type"] = content_type
+    context = (method, path, key, content_type, (body or b"")[:200])
+    answer = rest.request(method, path, content=body, headers=headers)
+    assert answer.status_code < 500, (answer.status_code, answer.text[:300], context)
+    target.check_service(context)
+    target.check_unchanged(answer.status_code < 400, context)
