@@ -52,6 +52,9 @@ COMMANDS = ["PING", "QUIT", "HELLO", "SUBMIT", "FETCH", "ACK", "FAIL", "HEARTBEA
             "SCHEDULE-CREATE", "SCHEDULE-UPDATE", "SCHEDULE-GET", "SCHEDULE-LIST",
             "SCHEDULE-PAUSE", "SCHEDULE-RESUME", "SCHEDULE-DELETE", "SCHEDULE-RUN"]
 REDIS_COMMANDS = ["AUTH", "CLIENT", "SELECT", "INFO"]
+# Drawn more often: the commands workers and producers send all day.
+HOT = ["SUBMIT", "FETCH", "ACK", "FAIL", "HEARTBEAT", "GET", "LIST", "CANCEL", "REQUEUE",
+       "WORKFLOW-SUBMIT", "SCHEDULE-CREATE"]
 
 
 # ------------------------------------------------------------------------- reply reading
@@ -415,6 +418,73 @@ ARGS = {
 }
 
 
+# Requests that are valid, or nearly: they get past validation and reach the state machine
+# (the edge strategies above are refused at the edge nearly always).
+fz_ids = st.from_regex(r"fz-[a-z0-9]{1,4}", fullmatch=True)
+fz_queues = st.sampled_from(["fz-q", "fz-other", "fz-q2"])
+valid_task = st.fixed_dictionaries(
+    {"type": st.sampled_from(["t", "echo"]), "queue": fz_queues},
+    optional={"id": fz_ids, "payload": st.one_of(json_values, json_values, json_values,
+                                                 st.builds(nested, st.integers(DEPTH - 1,
+                                                                               DEPTH))),
+              "priority": st.integers(0, 9), "max_retries": st.integers(0, 3),
+              "idempotency_key": fz_ids, "timeout_secs": st.sampled_from([1, 0.5, 0.001])})
+# A workflow's tasks: no idempotency_key / run_at (refused there), ids left to the broker.
+workflow_task = valid_task.map(lambda t: {k: x for k, x in t.items()
+                                          if k not in ("id", "idempotency_key")})
+valid_ack = st.fixed_dictionaries({"id": st.sampled_from(SEED_IDS), "token": tokens},
+                                  optional={"result": json_values, "error": json_values,
+                                            "retry": st.booleans()})
+VALID = {
+    "SUBMIT": st.one_of(valid_task, st.lists(valid_task, min_size=1, max_size=5)),
+    "FETCH": st.fixed_dictionaries({"queues": st.lists(fz_queues, min_size=1, max_size=2),
+                                    "count": st.integers(1, 3),
+                                    "timeout_ms": st.integers(0, 30)}),
+    "ACK": st.one_of(valid_ack, st.lists(valid_ack, min_size=1, max_size=3)),
+    "FAIL": valid_ack,
+    "HEARTBEAT": st.fixed_dictionaries({"tasks": st.lists(st.tuples(
+        st.sampled_from(SEED_IDS), tokens).map(list), max_size=3)}),
+    "GET": st.fixed_dictionaries({"id": st.one_of(st.sampled_from(SEED_IDS), fz_ids)}),
+    "WAIT-TASK": st.fixed_dictionaries({"id": st.sampled_from(SEED_IDS),
+                                        "timeout_ms": st.integers(0, 30)}),
+    "LIST": st.fixed_dictionaries({}, optional={
+        "status": st.sampled_from(["pending", "running", "completed", "dead", "scheduled"]),
+        "queue": fz_queues, "limit": st.integers(1, 50)}),
+    "CANCEL": st.fixed_dictionaries({"id": st.one_of(st.sampled_from(SEED_IDS), fz_ids)}),
+    "REQUEUE": st.fixed_dictionaries({"id": st.one_of(st.sampled_from(SEED_IDS), fz_ids)}),
+    "PAUSE": st.fixed_dictionaries({"queue": st.just("fz-q2")}),
+    "RESUME": st.fixed_dictionaries({"queue": st.just("fz-q2")}),
+    "LIMIT-SET": st.fixed_dictionaries({"queue": fz_queues},
+                                       optional={"rate": st.sampled_from([0.5, 100, 1e6]),
+                                                 "concurrency": st.integers(1, 5)}),
+    "LIMIT-CLEAR": st.fixed_dictionaries({"queue": fz_queues}),
+    "WORKER-STATE": st.fixed_dictionaries({
+        "worker_id": st.sampled_from(["fz-conn-worker", "fz-conn-admin", "fz-nobody"]),
+        "state": st.sampled_from(["quiet", "active", "stop"])}),
+    "WORKFLOW-SUBMIT": st.fixed_dictionaries(
+        {"workflow": st.one_of(
+            st.lists(workflow_task, min_size=1, max_size=3).map(lambda t: {"chain": t}),
+            st.lists(workflow_task, min_size=1, max_size=3).map(lambda t: {"group": t}),
+            st.tuples(st.lists(workflow_task, min_size=1, max_size=3), workflow_task).map(
+                lambda p: {"chord": p[0], "callback": p[1]}))},
+        optional={"id": fz_ids}),
+    "WORKFLOW-GET": st.fixed_dictionaries({"id": fz_ids}),
+    "WORKFLOW-CANCEL": st.fixed_dictionaries({"id": fz_ids}),
+    "SCHEDULE-CREATE": st.fixed_dictionaries(
+        {"id": fz_ids, "task": valid_task},
+        optional={"interval_secs": st.sampled_from([3600, 86400]),
+                  "cron": st.sampled_from(["30 2 * * *", "0 0 1 1 *"]),
+                  "tz": st.sampled_from(["UTC", "Europe/Berlin"]),
+                  "misfire": st.sampled_from(["skip", "once", "all"])}),
+    "SCHEDULE-UPDATE": st.fixed_dictionaries({"id": fz_ids, "interval_secs": st.just(7200)}),
+    "SCHEDULE-GET": st.fixed_dictionaries({"id": fz_ids}),
+    "SCHEDULE-PAUSE": st.fixed_dictionaries({"id": fz_ids}),
+    "SCHEDULE-RESUME": st.fixed_dictionaries({"id": fz_ids}),
+    "SCHEDULE-DELETE": st.fixed_dictionaries({"id": fz_ids}),
+    "SCHEDULE-RUN": st.fixed_dictionaries({"id": fz_ids}),
+}
+
+
 def _dumps(value) -> bytes:
     # allow_nan: NaN/Infinity literals are sent too (the broker must refuse them cleanly)
     return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
@@ -440,18 +510,23 @@ def argument_for(command: str) -> st.SearchStrategy:
     # SNAPSHOT gets only its safe arguments: any other would-be path might be created.
     if command == "SNAPSHOT":
         return specific.map(_dumps)
-    options = [raw_json]
+    # Valid first: Hypothesis leans towards the first branch (its "simplest").
+    options = [VALID[command].map(_dumps)] * 3 if command in VALID else []
     if specific is not None:
-        options = [specific.map(_dumps), specific.map(_dumps), raw_json]
-    return st.one_of(*options)
+        options += [specific.map(_dumps)] * 2
+    return st.one_of(*options, raw_json)
 
 
 @st.composite
 def requests(draw, commands=tuple(COMMANDS)) -> list[bytes]:
     """One well-formed RESP request: a command and 0-2 arguments (usually one JSON text)."""
-    command = draw(st.one_of(st.sampled_from(commands), st.sampled_from(REDIS_COMMANDS),
-                             st.sampled_from(["submit", "Get", "NOPE", "", "x" * 40,
-                                              "SUBMIT\x00"])))
+    kind = draw(st.sampled_from(["ours"] * 8 + ["redis", "junk"]))  # "ours" first, see above
+    if kind == "redis":
+        command = draw(st.sampled_from(REDIS_COMMANDS))
+    elif kind == "junk":
+        command = draw(st.sampled_from(["submit", "Get", "NOPE", "", "x" * 40, "SUBMIT\x00"]))
+    else:
+        command = draw(st.sampled_from(list(HOT) * 3 + list(commands)))
     upper = command.upper()
     if upper in REDIS_COMMANDS or upper == "HELLO" and draw(st.booleans()):
         words = draw(st.lists(st.sampled_from(
@@ -459,7 +534,7 @@ def requests(draw, commands=tuple(COMMANDS)) -> list[bytes]:
              "x", "SETINFO", "LIB-NAME", "0", "1", "-1", "GETNAME", "ID", "TRACKING"]),
             max_size=4))
         return [command.encode(), *(w.encode() for w in words)]
-    count = draw(st.sampled_from([1, 1, 1, 1, 0, 2]))
+    count = draw(st.sampled_from([1] * 10 + [0, 2]))
     args = [draw(argument_for(upper)) for _ in range(count)]
     return [command.encode("utf-8", "surrogatepass"), *args]
 
