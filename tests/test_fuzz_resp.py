@@ -40,7 +40,7 @@ REPLY_BOUND = 8.0  # seconds within which every fuzzed request must be answered
 # Examples per run: the quick tests together stay under ~10 s on the CI machine, the slow
 # ones (with the cluster fuzzer) under 90 s.
 QUICK_EXAMPLES, QUICK_STREAMS, QUICK_REST = 250, 100, 80
-LONG_EXAMPLES, LONG_STREAMS = 1500, 500
+LONG_EXAMPLES, LONG_STREAMS = 600, 300
 
 PRINCIPALS = ["none", "admin", "submit", "read", "cancel", "worker", "worker+id",
               "admin+id", "redis-auth"]
