@@ -39,7 +39,7 @@ PROBE_BOUND = 3.0  # seconds a legitimate client may wait after an example (load
 REPLY_BOUND = 8.0  # seconds within which every fuzzed request must be answered
 # Examples per run: the quick tests together stay under ~10 s on the CI machine, the slow
 # ones (with the cluster fuzzer) under 90 s.
-QUICK_EXAMPLES, QUICK_STREAMS, QUICK_REST = 250, 100, 80
+QUICK_EXAMPLES, QUICK_STREAMS, QUICK_REST = 180, 80, 60
 LONG_EXAMPLES, LONG_STREAMS = 600, 300
 
 PRINCIPALS = ["none", "admin", "submit", "read", "cancel", "worker", "worker+id",
