@@ -421,6 +421,12 @@ CASES = [
      ["BADREQ"]),
     ("lone surrogate", "admin", [sub('{"type":"t","queue":"\\ud800"}')], ["BADREQ"]),
     ("invalid UTF-8", "admin", [[b"SUBMIT", b'{"type":"\xff"}']], ["BADREQ"]),
+    # found by this fuzzer: a WORKER-STATE without a (string) worker_id reached apply and
+    # failed there (INTERNAL, command rolled back)
+    ("WORKER-STATE without worker_id", "admin", [[b"WORKER-STATE", b'{"state":"quiet"}']],
+     ["BADREQ"]),
+    ("WORKER-STATE with a numeric worker_id", "admin",
+     [[b"WORKER-STATE", b'{"worker_id":7,"state":"stop"}']], ["BADREQ"]),
     ("17 elements", "admin", [[b"PING"] * 17], None),  # closes: checked by the stream test
 ]
 
