@@ -474,6 +474,11 @@ class Service(WorkflowService, ScheduleService, ClusterService):
 
     async def worker_state(self, principal: Principal, worker_id: str, state: str):
         self._require(principal, ADMIN)
+        # Checked here, at the edge: a missing or non-string worker_id reached apply and
+        # failed there (INTERNAL, rolled back), found by tests/test_fuzz_resp.py.
+        if not isinstance(worker_id, str) or not v.TASK_ID.fullmatch(worker_id):
+            raise ServiceError(errors.BADREQ, "worker_id: required, 1-128 characters of "
+                               "A-Z a-z 0-9 _ . : -")
         if state not in ("active", "quiet", "stop"):
             raise ServiceError(errors.BADREQ, "state: expected active, quiet or stop")
         return await self._propose(["worker_state", now_ms(), worker_id, state])
