@@ -162,6 +162,17 @@ def _float_field(spec: dict, field: str, minimum: float, maximum: float, default
     return _number(spec, field, minimum=minimum, maximum=maximum, integer=False)
 
 
+def query_int(value: str | None, field: str) -> int | None:
+    """An optional integer from a query string (absent or empty: None); anything else
+    not an integer is refused naming ``field``. The range is the caller's to check."""
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise Invalid(f"{field}: expected an integer, got {value!r}") from None
+
+
 MAX_WAIT_SECS = 300  # the longest ?wait= / gRPC Wait a caller may ask for
 
 

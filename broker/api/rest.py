@@ -247,12 +247,9 @@ class RestServer:
                 value = request.args.get(name)
                 if value not in (None, ""):
                     args[name] = value
-            limit = request.args.get("limit")
-            if limit not in (None, ""):
-                try:
-                    args["limit"] = int(limit)
-                except ValueError:
-                    raise v.Invalid(f"limit: expected an integer, got {limit!r}") from None
+            limit = v.query_int(request.args.get("limit"), "limit")
+            if limit is not None:
+                args["limit"] = limit
             return json_response(service.list_tasks(principal, args))
 
         @app.get(f"{PREFIX}/tasks/<task_id:str>")
@@ -374,28 +371,14 @@ class RestServer:
         @app.get(f"{PREFIX}/workflows")
         async def list_workflows(request):
             principal = await self._principal(request)
-            limit = request.args.get("limit")
-            if limit not in (None, ""):
-                try:
-                    limit = int(limit)
-                except ValueError:
-                    raise v.Invalid(f"limit: expected an integer, got {limit!r}") from None
-            else:
-                limit = None
+            limit = v.query_int(request.args.get("limit"), "limit")
             after = request.args.get("after")
             return json_response(service.list_workflows(principal, after or None, limit))
 
         @app.get(f"{PREFIX}/workflows/<flow_id:str>")
         async def get_workflow(request, flow_id):
             principal = await self._principal(request)
-            limit = request.args.get("limit")
-            if limit not in (None, ""):
-                try:
-                    limit = int(limit)
-                except ValueError:
-                    raise v.Invalid(f"limit: expected an integer, got {limit!r}") from None
-            else:
-                limit = None
+            limit = v.query_int(request.args.get("limit"), "limit")
             return json_response(service.get_workflow(principal, flow_id, limit))
 
         @app.post(f"{PREFIX}/workflows/<flow_id:str>/cancel")

@@ -14,14 +14,7 @@ def add_routes(app, server, service, json_response) -> None:
         if request.method == "POST":
             body, _ = server._body(request)
             return json_response(await service.create_schedule(principal, body), 201)
-        limit = request.args.get("limit")
-        if limit not in (None, ""):
-            try:
-                limit = int(limit)
-            except ValueError:
-                raise v.Invalid(f"limit: expected an integer, got {limit!r}") from None
-        else:
-            limit = None
+        limit = v.query_int(request.args.get("limit"), "limit")
         return json_response(service.list_schedules(principal, request.args.get("after"),
                                                     limit))
 
