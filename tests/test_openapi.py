@@ -84,6 +84,12 @@ def fuzz(node, tmp_path, max_examples: int, max_time: int | None = None,
         "--workers", "1",
         "--request-timeout", "10",
         "--no-color",
+        # A health check on the generator, not on the broker: the recursive WorkflowNode
+        # with its id and type patterns makes hypothesis discard many candidates, and with
+        # some seeds (35824930929345894309484262072675962756 on POST /workflows) just over
+        # its limit; dropping either pattern passes. The examples that are generated still
+        # run every check.
+        "--suppress-health-check", "filter_too_much",
     ]
     if max_time:
         cmd += ["--max-time", str(max_time)]
