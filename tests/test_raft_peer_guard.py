@@ -18,14 +18,16 @@ import time
 import zlib
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pysyncobj import pickle as _pickle
 
 from broker import config as cfg
 from broker.log import raft_peer_guard as guard
 from broker.log.raft_engine import HmacAuthenticator, query_status
 from broker.log.raft_peer_guard import prefilter_append_entries
-from tests.brokerproc import BrokerProcess
+from tests.brokerproc import BrokerProcess, free_port
 from tests.fault.cluster import SECRET, TRUNCATE_WARNING, Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +36,8 @@ AUTH = HmacAuthenticator(SECRET)
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("peerguard"), 1)
+    cluster = Cluster(tmp_path_factory.mktemp("peerguard"), 1,
+                      overrides={"monitoring": {"prometheus_port": free_port()}})
     cluster.start()
     try:
         cluster.leader(20)
@@ -45,6 +48,15 @@ def node(tmp_path_factory):
 
 def raft_addr(cluster) -> tuple[str, int]:
     return "127.0.0.1", cluster.raft_ports[0]
+
+
+def refusals(cluster) -> dict[str, float]:
+    """tq_raft_peer_refusals_total by reason, scraped from the node's metrics port."""
+    port = cluster.nodes[0].config["monitoring"]["prometheus_port"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {sample.labels["reason"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "tq_raft_peer_refusals_total"}
 
 
 def rss_kib(pid: int) -> int:
@@ -102,6 +114,7 @@ def test_a_huge_declared_frame_is_refused_before_it_is_buffered(node):
     """Before: a declared 2^31-1 bytes made the node read and keep everything sent (64 MB
     measured). Now the connection closes once the header is read, and memory stays flat."""
     pid = node.nodes[0].proc.pid
+    counted = refusals(node)
     before = rss_kib(pid)
     sent, refused = 0, False
     with socket.create_connection(raft_addr(node), timeout=5) as sock:
@@ -130,12 +143,17 @@ def test_a_huge_declared_frame_is_refused_before_it_is_buffered(node):
     logs = node.nodes[0].logs()
     assert "declared a frame of 2147483647 bytes" in logs
     assert "failed authentication (bad MAC (wrong raft.secret?))" in logs
+    # every refusal is counted, though the second oversized frame's log line is rate-limited
+    now = refusals(node)
+    assert now["frame_too_large"] - counted["frame_too_large"] == 2
+    assert now["failed_authentication"] - counted["failed_authentication"] == 1
 
 
 def test_a_replayed_frame_inside_a_connection_closes_it(node):
     """Before: pysyncobj accepted any frame whose whole-second timestamp was >= the last
     one, so the same bytes sent again in the same second were executed again."""
     numbers = iter(range(1, 100))
+    counted = refusals(node)["frame_out_of_sequence"]
     with socket.create_connection(raft_addr(node), timeout=3) as sock:
         their_key = handshake(sock, lambda: next(numbers))
         command = frame(next(numbers), (their_key, ["tqstatus"]))
@@ -146,6 +164,7 @@ def test_a_replayed_frame_inside_a_connection_closes_it(node):
         sock.sendall(command)  # the same bytes again
         assert closed_by_peer(sock, 3), "a replayed frame was answered"
     assert "replayed or reordered frame" in node.nodes[0].logs()
+    assert refusals(node)["frame_out_of_sequence"] == counted + 1
 
 
 def test_a_broker_of_the_previous_version_is_still_understood(node):

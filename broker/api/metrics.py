@@ -29,6 +29,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from broker.api.conn_guard import (HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT,
                                    UNAUTHENTICATED_LIMIT)
 from broker.api.health import write_stalled
+from broker.log import raft_peer_guard
 from broker.auth_throttle import BUSY, INVALID, MISSING, TOO_LONG
 from broker.machine import STATUSES
 
@@ -107,6 +108,7 @@ class BrokerCollector:
         view["resp_reading_paused"] = resp.reading_paused() if resp else 0
         auth = getattr(broker, "auth", None)
         view["auth_failures"] = auth.failure_counts if auth is not None else {}
+        view["raft_peer_refusals"] = dict(raft_peer_guard.refusals)
         rest = getattr(broker, "rest_api", None)
         view["rest_connections"] = (len(rest.server.connections)
                                     if rest is not None and rest.server is not None else None)
@@ -262,6 +264,13 @@ class BrokerCollector:
         failures = view.get("auth_failures", {})
         for reason in AUTH_FAILURE_REASONS:
             c.add_metric([reason], failures.get(reason, 0))
+        yield c
+        c = CounterMetricFamily("tq_raft_peer_refusals", "Raft peer connections this node "
+                                "closed before or while authenticating them (always 0 in "
+                                "single-node mode).", labels=["reason"])
+        refused = view.get("raft_peer_refusals", {})
+        for reason in raft_peer_guard.REFUSAL_REASONS.values():
+            c.add_metric([reason], refused.get(reason, 0))
         yield c
         yield GaugeMetricFamily("tq_uptime_seconds", "Seconds since this broker started.",
                                 value=view["uptime"])

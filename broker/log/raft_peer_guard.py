@@ -24,7 +24,9 @@ engine runs on (``broker.log.raft._GuardedTransport`` derives from it); it adds:
   mode (so a rolling upgrade works) and a warning names the peer.
 * **AppendEntries pre-filter** (:func:`prefilter_append_entries`): see there.
 
-Every refusal is logged (WARNING, at most once per :data:`LOG_EVERY_SECS` per kind and peer).
+Every refusal is logged (WARNING, at most once per :data:`LOG_EVERY_SECS` per kind and peer)
+and counted in :data:`refusals` (``tq_raft_peer_refusals_total{reason}``), every one: the log
+line is rate-limited, the count is not.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections import Counter
 
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
@@ -50,6 +53,17 @@ MAX_UNAUTHENTICATED = 32
 READ_AHEAD_BYTES = 4 << 20
 LOG_EVERY_SECS = 60.0
 _LEGACY = "legacy"
+
+# A refusal's kind (as logged) -> its metric label. "legacy" is a warning, not a refusal.
+REFUSAL_REASONS = {
+    "frame size": "frame_too_large",
+    "replay": "frame_out_of_sequence",
+    "bad frame": "failed_authentication",
+    "too many": "too_many_unauthenticated",
+    "handshake timeout": "handshake_timeout",
+}
+# Connections refused since start, by metric label; one broker per process, so per node.
+refusals: Counter[str] = Counter()
 
 
 def authenticated_frame_cap(append_entries_batch_bytes: int) -> int:
@@ -123,6 +137,8 @@ _last_warned: dict[tuple[str, str], float] = {}
 
 
 def _warn(kind: str, peer: str, message: str, *args) -> None:
+    if kind in REFUSAL_REASONS:
+        refusals[REFUSAL_REASONS[kind]] += 1
     now = time.monotonic()
     key = (kind, peer.rpartition(":")[0])
     if now - _last_warned.get(key, -LOG_EVERY_SECS) >= LOG_EVERY_SECS:
