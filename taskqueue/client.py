@@ -591,7 +591,8 @@ class _ReplyProtocol(asyncio.Protocol):
     come in request order, so only the oldest request still waiting can be overdue first.
     """
 
-    def __init__(self, on_lost: Callable[["_ReplyProtocol"], None]):
+    def __init__(self, on_lost: Callable[["_ReplyProtocol"], None],
+                 check_port: int | None = None):
         self.transport: asyncio.Transport | None = None
         self.parser = ReplyParser()
         # (future, deadline on the loop clock or None, the command, for a timeout error)
@@ -607,6 +608,10 @@ class _ReplyProtocol(asyncio.Protocol):
         # callers (a web app's requests, a worker's ACKs) cost one syscall, not one each,
         # and reach the broker together, in one group commit.
         self._outgoing: list[bytes] = []
+        # The port whose first bytes are checked for being something other than the broker
+        # (wrong_port.py), then None. From the start, not from HELLO on: a gRPC port sends
+        # its settings frame as soon as the connection is made.
+        self.check_first_answer_of: int | None = check_port
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -615,6 +620,12 @@ class _ReplyProtocol(asyncio.Protocol):
             _tune_socket(sock)
 
     def data_received(self, data: bytes) -> None:
+        if self.check_first_answer_of is not None:
+            foreign = wrong_port.describe(data, self.check_first_answer_of)
+            self.check_first_answer_of = None
+            if foreign is not None:
+                self.abort(ConnectionLost(foreign))
+                return
         parser = self.parser
         parser.feed(data)
         waiters = self.waiters
@@ -746,7 +757,7 @@ class AsyncClient(_Endpoint, _Commands):
                 conn = None
                 try:
                     conn = await self._open(address)
-                    reply = await self._send(conn, "HELLO", self._hello())
+                    reply = await self._say_hello(conn)
                 except (OSError, asyncio.TimeoutError, ConnectionLost) as exc:
                     errors.append(f"{address[0]}:{address[1]}: {exc or type(exc).__name__}")
                 except BrokerError as exc:
@@ -780,7 +791,8 @@ class AsyncClient(_Endpoint, _Commands):
             kwargs = {"ssl": self.ssl_context,
                       "server_hostname": server_hostname(self.ssl_context, address[0])}
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: _ReplyProtocol(self._lost), *address, **kwargs),
+            loop.create_connection(lambda: _ReplyProtocol(self._lost, address[1]), *address,
+                                   **kwargs),
             self.connect_timeout)
         return conn
 
@@ -797,6 +809,14 @@ class AsyncClient(_Endpoint, _Commands):
         """Drop the connection at once (tests use it to simulate a network failure)."""
         if self._conn is not None:
             self._conn.abort(ConnectionLost("connection aborted by the client"))
+
+    async def _say_hello(self, conn: _ReplyProtocol) -> Any:
+        """HELLO as the connection's first request; a port that answers as something else
+        (REST, gRPC, metrics, TLS) is named at once instead of timing out, as
+        :meth:`Client._say_hello` does (the first bytes are checked by the protocol)."""
+        waiter = conn.send(_frame("HELLO", self._hello()) + wrong_port.HANDSHAKE_END,
+                           "HELLO", self._reply_deadline("HELLO", None))
+        return _decode(await waiter)
 
     async def _send(self, conn: _ReplyProtocol, command: str, arg: Any) -> Any:
         await conn.wait_writable()

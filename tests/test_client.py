@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -320,3 +321,40 @@ def test_hello_refusals_other_than_notleader_are_final(broker):
         assert info.value.code == "BADVERSION"
     finally:
         follower.stop()
+
+
+def wait_listening(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on {port}"
+            time.sleep(0.1)
+
+
+def test_async_client_names_a_wrong_port_at_once(broker_factory):
+    """Issue 11, as tq-admin does (tests/test_admin_cli.py): the asyncio client reaching the
+    REST, gRPC or metrics port says so at once instead of waiting for HELLO's reply timeout."""
+    rest, grpc, metrics = free_port(), free_port(), free_port()
+    node = broker_factory({"api": {"rest_port": rest, "grpc_port": grpc},
+                           "monitoring": {"prometheus_port": metrics}}, name="ports")
+
+    async def hello(addr: str) -> dict:
+        client = AsyncClient(addr, reply_timeout=30)
+        try:
+            return await client.connect()
+        finally:
+            await client.close()
+
+    for port, what in ((rest, "answers HTTP,"), (grpc, "answers HTTP/2 (gRPC)"),
+                       (metrics, "answers HTTP,")):
+        wait_listening(port)  # the broker is ready once its protocol port is
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost) as caught:
+            run(hello(f"127.0.0.1:{port}"))
+        assert time.monotonic() - started < 10, "waited for the reply timeout"
+        assert what in str(caught.value), str(caught.value)
+        assert "the protocol port is broker.port, 6379 by default" in str(caught.value)
+    assert run(hello(node.addr))["role"] == "single"  # the protocol port still works
