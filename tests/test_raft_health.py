@@ -75,7 +75,7 @@ def test_a_paused_leader_answers_503_the_moment_it_resumes(rest_cluster):
 def test_never_two_leaders_by_health_through_a_partition_and_its_heal(rest_cluster):
     """Cut the leader's Raft traffic (iptables on loopback, root only), then heal: in no
     sweep over the three nodes do two answer 200 on /health/leader."""
-    from tests.fault.test_raft_faults import Isolation
+    from tests.fault.isolation import Isolation
 
     if not Isolation.available():
         pytest.skip("needs root, iptables with the cgroup match and a cgroup v2 hierarchy")

@@ -19,7 +19,7 @@ ELECTION_MS = 400
 
 @pytest.mark.slow
 def test_a_healed_follower_does_not_depose_the_leader(tmp_path):
-    from tests.fault.test_raft_faults import Isolation
+    from tests.fault.isolation import Isolation
 
     if not Isolation.available():
         pytest.skip("needs root, iptables with the cgroup match and a cgroup v2 hierarchy")
