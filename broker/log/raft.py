@@ -471,7 +471,8 @@ class RaftLog(GroupCommitLog):
             return
         # Append it and send its AppendEntries now, not one loop turn later (in between,
         # the loop would run whatever else became ready first).
-        self.driver.tick_now()
+        if self.driver is not None:
+            self.driver.tick_now()
 
     def _settle(self, taken: list, results, error) -> None:
         if error == FAIL_REASON.SUCCESS and isinstance(results, list) \
