@@ -382,6 +382,9 @@ class RaftLog(GroupCommitLog):
         self._halt.set()
         if self.engine is not None:
             self.driver.stop()
+            timer = getattr(self.engine, "_commit_index_timer", None)
+            if timer is not None:  # a stopped engine sends nothing more
+                timer.cancel()
             self.engine.destroy()  # autoTick off: closes the peer sockets right here
         try:
             self.store.sync_wal()
