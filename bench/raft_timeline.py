@@ -5,7 +5,7 @@ submits ``--samples`` tasks one at a time from one blocking client, and prints t
 and p90 of each stage of a commit, from the client's send to its reply:
 
     client send -> leader loop propose -> commit loop hands the entry to pysyncobj ->
-    tick thread appends it to the leader's journal -> AppendEntries framed and sent ->
+    the tick (on the loop) appends it to the leader's journal -> AppendEntries framed and sent ->
     follower reads it -> follower journal append -> follower's answer sent -> leader reads
     the answer -> apply -> result back on the loop -> reply -> client
 
@@ -130,7 +130,7 @@ def run_node(config: str, trace_path: str) -> int:
 STAGES = [
     ("client -> leader loop (RESP read, parse, validate)", "c_send", "propose"),
     ("loop: propose -> commit loop hands the entry over", "propose", "send"),
-    ("loop -> tick thread (queue + wake, GIL)", "send", "append"),
+    ("loop: handed over -> journal append starts (same tick)", "send", "append"),
     ("leader journal append", "append", "append_done"),
     ("append -> first AppendEntries framing starts", "append_done", "ae_send1"),
     ("first AppendEntries: pickle, zlib, MAC, send()", "ae_send1", "ae_sent1"),
@@ -139,7 +139,7 @@ STAGES = [
     ("answer wire + leader wakes + parse", "f_ack_sent", "ack_recv"),
     ("leader: answer read -> apply starts (commit index)", "ack_recv", "apply"),
     ("apply (state machine + RocksDB write)", "apply", "apply_done"),
-    ("tick thread -> loop (result hop)", "apply_done", "settle"),
+    ("apply done -> proposer's future settled (same tick)", "apply_done", "settle"),
     ("loop: settle -> proposer resumes", "settle", "propose_done"),
     ("reply written -> client has it", "propose_done", "c_recv"),
 ]

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from broker.log import raft_frames
-from broker.log.raft_loop import LoopPoller
+from broker.log.raft import _Engine
+from broker.log.raft_loop import LoopPoller, TickDriver
 from broker.log.raft_prevote import PRE_VOTE, PRE_VOTE_REPLY, PreVote
 
 
@@ -138,3 +139,47 @@ def test_a_transfer_skips_the_pre_vote():
     engine._SyncObj__transferInProgress = True
     PreVote(engine, 0.5, lambda: None).before_tick()
     assert not sent and engine._SyncObj__raftElectionDeadline == 0
+
+
+def test_tick_now_runs_the_kicked_tick_in_place_and_only_once():
+    async def main():
+        loop = asyncio.get_running_loop()
+        driver = TickDriver(loop, period=60.0)
+        ticks = []
+        driver.start(SimpleNamespace(_onTick=lambda timeout: ticks.append(timeout)))
+        driver.tick_now()  # nothing kicked: nothing runs
+        assert ticks == []
+        driver.kick()
+        driver.kick()
+        driver.tick_now()
+        assert ticks == [0.0]  # right here, not a loop turn later
+        await asyncio.sleep(0.01)
+        assert ticks == [0.0]  # the kicked tick was not run a second time
+        driver.kick()
+        await asyncio.sleep(0.01)
+        assert ticks == [0.0, 0.0]  # a kick still ticks at the end of the turn
+        driver.stop()
+
+    asyncio.run(main())
+
+
+def commit_index_engine(commit_index, sent_index, leader=True):
+    sends = []
+    engine = SimpleNamespace(_commit_index_timer="pending", _commit_index_sent=sent_index,
+                             _isLeader=lambda: leader)
+    engine.__dict__.update({"_SyncObj__raftCommitIndex": commit_index,
+                            "_SyncObj__sendAppendEntries": lambda: sends.append(1)})
+    return engine, sends
+
+
+@pytest.mark.parametrize("commit_index,sent_index,leader,expect_send", [
+    (7, 6, True, True),    # no AppendEntries carried index 7 yet: send it on its own
+    (7, 7, True, False),   # the next proposal's AppendEntries carried it: nothing extra
+    (7, 6, False, False),  # no longer leader: nothing to tell
+])
+def test_the_deferred_commit_index_goes_out_only_when_no_append_entries_carried_it(
+        commit_index, sent_index, leader, expect_send):
+    engine, sends = commit_index_engine(commit_index, sent_index, leader)
+    _Engine._send_commit_index(engine)
+    assert bool(sends) == expect_send
+    assert engine._commit_index_timer is None  # the next apply may schedule one again

@@ -69,6 +69,9 @@ MAX_ENTRY_BYTES = 8 << 20
 STATUS_POLL_SECS = 1.0
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 TICK_PERIOD = 0.05  # timer ticks (heartbeats, election deadline); events tick at once
+# How long a leader's new commit index may wait for the next AppendEntries to carry it
+# before it is sent on its own (_Engine._SyncObj__applyLogEntries).
+COMMIT_INDEX_DELAY = 0.002
 
 # Outcomes of a failed pysyncobj command.
 _NO_OP = b"\x01"  # pysyncobj _COMMAND_TYPE.NO_OP: the entry a new leader appends first
@@ -175,6 +178,8 @@ class _Engine(SyncObj):
 
     def __init__(self, owner: "RaftLog", self_addr, others, conf, driver: TickDriver):
         self._owner = owner
+        self._commit_index_timer: asyncio.TimerHandle | None = None
+        self._commit_index_sent = 0  # the commit index the last AppendEntries carried
         super().__init__(self_addr, others, conf, transportClass=_GuardedTransport)
         transport = self._SyncObj__transport
         transport._constructing = False
@@ -206,20 +211,31 @@ class _Engine(SyncObj):
                  identity["backup_applied_index"], idx)
 
     def _SyncObj__applyLogEntries(self):
-        """pysyncobj's apply step; the AppendEntries that tell the followers the new commit
-        index go out two loop turns later, after the results (and the replies they
-        resume) were handed back: they are not on the client's path."""
-        if SyncObj._SyncObj__applyLogEntries(self) and self._isLeader():
-            loop = self._owner._loop
-            loop.call_soon(loop.call_soon, self._send_commit_index)
+        """pysyncobj's apply step. pysyncobj would send every follower the new commit index
+        right after an apply: two frames out, two answers in, two more ticks on the leader,
+        all of it landing while the client's next request arrives (it was most of the
+        leader's loop time between a reply and the next read). Here that message waits
+        COMMIT_INDEX_DELAY: the next proposal's AppendEntries carries the commit index
+        anyway (then nothing extra is sent), and on an idle leader the followers learn it
+        COMMIT_INDEX_DELAY later. Raft's safety never depends on when followers learn it."""
+        if SyncObj._SyncObj__applyLogEntries(self) and self._isLeader() \
+                and self._commit_index_timer is None:
+            self._commit_index_timer = self._owner._loop.call_later(
+                COMMIT_INDEX_DELAY, self._send_commit_index)
         return False
 
+    def _SyncObj__sendAppendEntries(self):
+        # Every AppendEntries (with entries or a heartbeat) carries the current commit index.
+        self._commit_index_sent = self._SyncObj__raftCommitIndex
+        return SyncObj._SyncObj__sendAppendEntries(self)
+
     def _send_commit_index(self) -> None:
-        if self._isLeader():
-            try:
+        self._commit_index_timer = None
+        try:
+            if self._isLeader() and self._SyncObj__raftCommitIndex > self._commit_index_sent:
                 self._SyncObj__sendAppendEntries()
-            except Exception:
-                log.exception("sending the commit index failed")
+        except Exception:
+            log.exception("sending the commit index failed")
 
     @replicated
     def apply_entry(self, blob):
@@ -366,6 +382,9 @@ class RaftLog(GroupCommitLog):
         self._halt.set()
         if self.engine is not None:
             self.driver.stop()
+            timer = getattr(self.engine, "_commit_index_timer", None)
+            if timer is not None:  # a stopped engine sends nothing more
+                timer.cancel()
             self.engine.destroy()  # autoTick off: closes the peer sockets right here
         try:
             self.store.sync_wal()
@@ -452,6 +471,11 @@ class RaftLog(GroupCommitLog):
         except Exception as exc:  # never expected; fail this batch only
             log.exception("proposing to pysyncobj failed")
             settle(None, exc)
+            return
+        # Append it and send its AppendEntries now, not one loop turn later (in between,
+        # the loop would run whatever else became ready first).
+        if self.driver is not None:
+            self.driver.tick_now()
 
     def _settle(self, taken: list, results, error) -> None:
         if error == FAIL_REASON.SUCCESS and isinstance(results, list) \

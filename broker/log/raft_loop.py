@@ -106,6 +106,7 @@ class TickDriver:
         self.before_tick = before_tick
         self.engine = None
         self._pending = False
+        self._handle: asyncio.Handle | None = None  # the kicked tick, not run yet
         self._timer: asyncio.TimerHandle | None = None
         self._stopped = False
         self.ticks = 0
@@ -126,7 +127,14 @@ class TickDriver:
         """Tick at the end of this loop turn (once, however many events asked)."""
         if not self._pending and not self._stopped:
             self._pending = True
-            self._loop.call_soon(self._tick)
+            self._handle = self._loop.call_soon(self._tick)
+
+    def tick_now(self) -> None:
+        """Run the tick a kick asked for right here (loop thread) instead of one loop turn
+        later: a proposal handed over is appended and its AppendEntries sent at once."""
+        if self._pending and self.on_loop_thread():
+            self._handle.cancel()
+            self._tick()
 
     def notify(self) -> None:
         """pysyncobj's pipe notifier: a command was queued, from any thread."""
