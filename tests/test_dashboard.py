@@ -156,6 +156,10 @@ class Dash:
                 element = self.d.find_element("css selector", css)
                 if not element.is_enabled():
                     return False
+                # Into the middle of the window: scrolled only to its bottom edge, a button
+                # below a long table sits under the fixed status bar and the click misses.
+                self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})",
+                                      element)
                 element.click()
                 return True
             except (ElementClickInterceptedException, ElementNotInteractableException):
@@ -494,6 +498,64 @@ def test_workflows_page_shows_the_tree_live_and_cancels(dash, http, resp):
                                 "[data-testid=workflow-status]") == "cancelled",
               what="the list shows it cancelled")
     dash.shot("workflows")
+    assert dash.severe_console_errors() == []
+
+
+def _pages_through(dash, hash_: str, row_css: str, attr: str, rows: set[str]) -> None:
+    """Opens a listing of 51-100 items (pages of 50) holding ``rows``, goes next, then
+    previous: the two pages split the items without overlap, and each button is enabled
+    only where there is a page to go to."""
+    def shown():
+        return frozenset(el.get_attribute(attr) for el in dash.all(row_css))
+
+    prev_page, next_page = ("div.pager button[data-nav=prev-page]",
+                            "div.pager button[data-nav=next-page]")
+    dash.go(hash_)
+    def page_where(ok):
+        rows_now = shown()
+        return rows_now if ok(rows_now) else None
+
+    first = dash.wait(lambda: page_where(lambda s: len(s) == 50 and s & rows),
+                      what="a first page of 50")
+    assert not dash.find(prev_page).is_enabled()
+    dash.click(next_page)
+    second = dash.wait(lambda: page_where(lambda s: s and not s & first),
+                       what="the second page")
+    assert rows <= first | second and len(second) < 50
+    assert "page 2" in dash.text("div.pager")
+    assert not dash.find(next_page).is_enabled()
+    dash.click(prev_page)
+    dash.wait(lambda: shown() == first, what="back on the first page")
+    assert "page 1" in dash.text("div.pager")
+
+
+def test_tasks_schedules_and_workflows_page_forward_and_back(dash, http, resp):
+    tasks = [{"type": "pager-probe", "queue": "pages", "payload": {"n": n},
+              "id": f"pager-{n:03d}"} for n in range(55)]
+    assert all("error" not in r for r in resp.submit_bulk(tasks))
+    flows = {f"pager-flow-{n:03d}" for n in range(55)}
+    schedules = {f"pager-sched-{n:03d}" for n in range(55)}
+    try:
+        for wid in sorted(flows):
+            assert http.post("/api/v1/workflows", json={"id": wid, "workflow": {
+                "group": [{"type": "noop", "queue": "pages-flows"}]}}).status_code == 201
+        for sid in sorted(schedules):
+            assert http.post("/api/v1/schedules", json={
+                "id": sid, "cron": "0 0 1 1 *",
+                "task": {"type": "noop", "queue": "pages-sched"}}).status_code == 201
+        dash.login(key("admin"))
+        _pages_through(dash, "#/tasks?type=pager-probe", "tr[data-id]", "data-id",
+                       {t["id"] for t in tasks})
+        # The queue filter offers every queue as its own option (not one text node).
+        dash.wait(lambda: "pages" in {o.get_attribute("value") for o in
+                                      dash.all("[data-testid=filter-queue] option")},
+                  what="the queue filter's options")
+        # Earlier tests leave a few workflows and schedules: still fewer than 100 in all.
+        _pages_through(dash, "#/workflows", "tr[data-workflow]", "data-workflow", flows)
+        _pages_through(dash, "#/schedules", "tr[data-schedule]", "data-schedule", schedules)
+    finally:
+        for sid in schedules:
+            http.delete(f"/api/v1/schedules/{sid}")
     assert dash.severe_console_errors() == []
 
 

@@ -2,7 +2,8 @@
 // Failed and Scheduled pages. The cursor is the broker's (a key in its index): a page costs
 // the same with a million tasks stored as with ten.
 
-import {h, replace, table, fmtAgo, badge, shortId} from "./dom.js";
+import {h, table, fmtAgo, badge, shortId} from "./dom.js";
+import {CursorPager} from "./pager.js";
 
 export const STATUSES = ["pending", "scheduled", "running", "completed", "failed", "dead",
                          "cancelled"];
@@ -22,41 +23,13 @@ export const COLUMNS = {
   error: {title: "error", class: "clip", cell: (t) => t.error || "—"},
 };
 
-// Keeps the cursors of the pages seen so far, so "previous" goes back without a reverse
-// scan. refresh() re-reads the current page (live view).
-export class TaskPager {
+// A CursorPager over GET /api/v1/tasks with a fixed filter (query: queue, status, type).
+export class TaskPager extends CursorPager {
   constructor(ctx, query, pageSize = 50) {
-    this.ctx = ctx;
-    this.query = query;
-    this.pageSize = pageSize;
-    this.cursors = [null];
-    this.next = null;
-    this.tasks = [];
-    this.nav = h("div", {class: "pager"});
-  }
-
-  async load() {
-    const cursor = this.cursors[this.cursors.length - 1];
-    const data = await this.ctx.api.tasks({...this.query, limit: this.pageSize,
-                                           cursor: cursor || ""});
-    this.tasks = data.tasks;
-    this.next = data.next_cursor;
-    this.renderNav();
-    return this.tasks;
-  }
-
-  renderNav() {
-    const page = this.cursors.length;
-    replace(this.nav,
-      h("button", {"data-nav": "prev-page", disabled: page === 1, onclick: () => {
-        this.cursors.pop();
-        this.ctx.refreshNow();
-      }}, "← Previous"),
-      h("span", {class: "hint"}, `page ${page}, ${this.tasks.length} shown`),
-      h("button", {"data-nav": "next-page", disabled: !this.next, onclick: () => {
-        this.cursors.push(this.next);
-        this.ctx.refreshNow();
-      }}, "Next →"));
+    super(ctx, async (cursor) => {
+      const data = await ctx.api.tasks({...query, limit: pageSize, cursor: cursor || ""});
+      return {items: data.tasks, next: data.next_cursor};
+    });
   }
 }
 

@@ -3,6 +3,7 @@
 // (the REST API's /api/v1/schedules, which needs admin for every change).
 
 import {h, replace, table, fmtTime, fmtAgo, fmtNumber, badge, shortId} from "../dom.js";
+import {CursorPager} from "../pager.js";
 
 const PAGE = 50;
 
@@ -20,19 +21,21 @@ export default {
   id: "schedules",
   title: "Schedules",
   mount(root, ctx) {
-    const cursors = [null];
     const summary = h("div", {class: "cards"});
     const list = h("div", {});
-    const nav = h("div", {class: "pager"});
+    const pager = new CursorPager(ctx, async (cursor) => {
+      const data = await ctx.api.schedules({after: cursor || "", limit: PAGE});
+      return {items: data.schedules, next: data.next_cursor, data};
+    });
     root.append(summary, h("section", {class: "panel"},
       h("p", {class: "hint"}, "Each slot of a schedule is enqueued exactly once by the leader " +
         "(its task id is keyed by the slot). Run now enqueues one extra task and leaves the " +
         "slots alone. Define schedules with the API, tq-admin schedules or schedules.list " +
-        "in the configuration."), list, nav));
+        "in the configuration."), list, pager.nav));
 
     return async () => {
-      const data = await ctx.api.schedules({after: cursors[cursors.length - 1] || "",
-                                            limit: PAGE});
+      await pager.load();
+      const data = pager.page.data;
       const counts = data.counts || {};
       replace(summary,
         h("div", {class: "card", "data-testid": "schedules-total"},
@@ -71,17 +74,6 @@ export default {
       }
       replace(list, table(columns, data.schedules, (s) => ({"data-schedule": s.id,
                                                              "data-state": s.state})));
-      const page = cursors.length;
-      replace(nav,
-        h("button", {"data-nav": "prev-page", disabled: page === 1, onclick: () => {
-          cursors.pop();
-          ctx.refreshNow();
-        }}, "← Previous"),
-        h("span", {class: "hint"}, `page ${page}, ${data.schedules.length} shown`),
-        h("button", {"data-nav": "next-page", disabled: !data.next_cursor, onclick: () => {
-          cursors.push(data.next_cursor);
-          ctx.refreshNow();
-        }}, "Next →"));
     };
   },
 };

@@ -48,8 +48,9 @@ export default {
       if (names.join("\n") !== knownQueues) {  // rebuilt only when it changed: keeps focus
         knownQueues = names.join("\n");
         const chosen = queueSelect.value;
+        // replaceChildren takes nodes one by one (an array would become its text)
         queueSelect.replaceChildren(h("option", {value: ""}, "any queue"),
-          [...new Set([...names, query.queue].filter(Boolean))]
+          ...[...new Set([...names, query.queue].filter(Boolean))]
             .map((n) => h("option", {value: n}, n)));
         queueSelect.value = chosen;
       }

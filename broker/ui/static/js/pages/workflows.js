@@ -2,6 +2,7 @@
 // cursor), with their status and size; open one by id. A workflow's tree is its own page.
 
 import {h, replace, table, fmtAgo, fmtNumber, badge} from "../dom.js";
+import {CursorPager} from "../pager.js";
 
 const PAGE = 50;
 
@@ -14,9 +15,11 @@ export default {
   id: "workflows",
   title: "Workflows",
   mount(root, ctx, params) {
-    const cursors = [params.after || null];
     const list = h("div", {});
-    const nav = h("div", {class: "pager"});
+    const pager = new CursorPager(ctx, async (cursor) => {
+      const data = await ctx.api.workflows({after: cursor || "", limit: PAGE});
+      return {items: data.workflows, next: data.next_cursor, data};
+    }, params.after || null);
     const idInput = h("input", {name: "id", placeholder: "workflow id", size: 36,
                                 "data-testid": "workflow-id-input"});
     root.append(h("section", {class: "panel"},
@@ -26,11 +29,11 @@ export default {
       }}, idInput, h("button", {type: "submit", "data-nav": "open-workflow"}, "Open")),
       h("p", {class: "hint"}, "Chains, groups and chords submitted in one request " +
         "(docs/workflows.md). Finished workflows stay until persistence retention purges them."),
-      list, nav));
+      list, pager.nav));
 
     return async () => {
-      const data = await ctx.api.workflows({after: cursors[cursors.length - 1] || "",
-                                            limit: PAGE});
+      await pager.load();
+      const data = pager.page.data;
       const columns = [
         {title: "id", cell: (w) => h("a", {href: `#/workflow/${encodeURIComponent(w.id)}`,
                                             class: "mono"}, w.id)},
@@ -44,17 +47,6 @@ export default {
       ];
       replace(list, table(columns, data.workflows, (w) => ({"data-workflow": w.id,
                                                              "data-status": w.status})));
-      const page = cursors.length;
-      replace(nav,
-        h("button", {"data-nav": "prev-page", disabled: page === 1, onclick: () => {
-          cursors.pop();
-          ctx.refreshNow();
-        }}, "← Previous"),
-        h("span", {class: "hint"}, `page ${page}, ${data.workflows.length} shown`),
-        h("button", {"data-nav": "next-page", disabled: !data.next_cursor, onclick: () => {
-          cursors.push(data.next_cursor);
-          ctx.refreshNow();
-        }}, "Next →"));
     };
   },
 };
