@@ -147,6 +147,12 @@ class Dash:
     def text(self, css: str) -> str:
         return self.wait(lambda: self.d.find_element("css selector", css).text, what=css)
 
+    def enabled(self, css: str) -> bool:
+        # Read inside a wait (as a 1-tuple, so False is an answer): the poll can replace the
+        # element between finding it and asking, and that read must be retried, not failed.
+        return self.wait(lambda: (self.d.find_element("css selector", css).is_enabled(),),
+                         what=css)[0]
+
     def click(self, css: str, timeout: float = 10.0) -> None:
         from selenium.common.exceptions import (ElementClickInterceptedException,
                                                 ElementNotInteractableException)
@@ -289,8 +295,9 @@ def test_task_submitted_through_resp_appears_live(dash, http, resp):
     dash.find("table.grid")
     task = resp.submit("resize", {"image": "cat.png", "width": 640}, queue="live")
     # No reload: the page's own polling brings it in.
-    row = dash.find(f"tr[data-id='{task['id']}']", timeout=8)
-    assert "resize" in row.text and "pending" in row.text
+    row = f"tr[data-id='{task['id']}']"
+    dash.find(row, timeout=8)
+    assert "resize" in dash.text(row) and "pending" in dash.text(row)
     dash.shot("tasks")
     dash.click(f"tr[data-id='{task['id']}'] a")
     assert dash.text("[data-testid=task-id]") == task["id"]
@@ -310,8 +317,7 @@ def test_dead_task_is_requeued_from_the_page_and_then_completes(dash, http, resp
 
     dash.login(key("admin"))
     dash.go("#/failed?status=dead&queue=billing")
-    row = dash.find(f"tr[data-id='{task['id']}']")
-    assert "card declined" in row.text
+    assert "card declined" in dash.text(f"tr[data-id='{task['id']}']")
     dash.shot("failed")
     dash.click(f"tr[data-id='{task['id']}'] button[data-action=requeue]")
     wait_for(lambda: task_status(http, task["id"]) == "pending", 5, what="requeued")
@@ -517,13 +523,13 @@ def _pages_through(dash, hash_: str, row_css: str, attr: str, rows: set[str]) ->
 
     first = dash.wait(lambda: page_where(lambda s: len(s) == 50 and s & rows),
                       what="a first page of 50")
-    assert not dash.find(prev_page).is_enabled()
+    assert not dash.enabled(prev_page)
     dash.click(next_page)
     second = dash.wait(lambda: page_where(lambda s: s and not s & first),
                        what="the second page")
     assert rows <= first | second and len(second) < 50
     assert "page 2" in dash.text("div.pager")
-    assert not dash.find(next_page).is_enabled()
+    assert not dash.enabled(next_page)
     dash.click(prev_page)
     dash.wait(lambda: shown() == first, what="back on the first page")
     assert "page 1" in dash.text("div.pager")
