@@ -17,9 +17,13 @@ prefix     key                                                         value
 ``F``      workflow id, NUL, table letter, rest (see below)                workflow records
 ``P``      schedule id                                                 schedule record (JSON)
 ``N``      next fire ms (8 bytes), schedule id                         empty (due index)
+``Y``      type, NUL, queue, NUL, task id                              task id (LIST by
+                                                                       type: listindex.py)
+``G``      queue, NUL, task id                                         task id (LIST by
+                                                                       queue: listindex.py)
 ``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``,      JSON
            ``restored``, ``restorelogged``, ``limitsconfig``,
-           ``schedules``, ``schedulesconfig``)
+           ``schedules``, ``schedulesconfig``, ``listindex``)
 =========  ==========================================================  =================
 
 Workflows (broker/commands/workflows.py) keep every record of one workflow under
@@ -59,6 +63,8 @@ FLOW = b"F"
 FLOW_FINISHED = b"F\x00"
 PERIODIC = b"P"  # schedules (broker/commands/schedules.py)
 PERIODIC_DUE = b"N"  # schedules by next fire time: the timer finds due ones without a scan
+BY_TYPE = b"Y"  # tasks by type and queue, for LIST (broker/listindex.py)
+BY_QUEUE = b"G"  # tasks by queue, for LIST without a status (broker/listindex.py)
 
 META_APPLIED = b"Mapplied"
 META_SEQ = b"Mseq"
@@ -73,6 +79,8 @@ META_LIMITS_CONFIG = b"Mlimitsconfig"
 META_SCHEDULES = b"Mschedules"
 # the fingerprint of the configuration's schedules: section last reconciled
 META_SCHEDULES_CONFIG = b"Mschedulesconfig"
+# present once every stored task is in the BY_TYPE and BY_QUEUE indexes (listindex.backfill)
+META_LIST_INDEX = b"Mlistindex"
 
 
 def u64(value: int) -> bytes:
@@ -126,6 +134,23 @@ def status_until(status_name: str, cutoff_ms: int) -> bytes:
 
 def idempotency(key: str) -> bytes:
     return IDEMPOTENCY + key.encode()
+
+
+def by_type_prefix(task_type: str, queue: str | None = None) -> bytes:
+    prefix = BY_TYPE + task_type.encode() + b"\x00"
+    return prefix if queue is None else prefix + queue.encode() + b"\x00"
+
+
+def by_type(task_type: str, queue: str, task_id: str) -> bytes:
+    return by_type_prefix(task_type, queue) + task_id.encode()
+
+
+def by_queue_prefix(queue: str) -> bytes:
+    return BY_QUEUE + queue.encode() + b"\x00"
+
+
+def by_queue(queue: str, task_id: str) -> bytes:
+    return by_queue_prefix(queue) + task_id.encode()
 
 
 def worker(worker_id: str) -> bytes:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 
-from broker import keys
+from broker import keys, listindex
 from broker.commands import COMMANDS, LOAD_HOOKS, TRANSITION_HOOKS
 from broker.counters import Counters
 from broker.model import (  # noqa: F401  (re-exported: the names callers know)
@@ -56,6 +56,7 @@ class StateMachine:
     def load(self) -> None:
         """(Re)read the machine's in-memory state from the store (start, snapshot install)."""
         store = self.store
+        listindex.backfill(store)  # once per store written before LIST's indexes existed
         self.applied_index = store.applied_index()
         raw_seq = store.get(keys.META_SEQ)
         self.seq = 0 if raw_seq is None else int(raw_seq)

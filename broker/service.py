@@ -14,7 +14,7 @@ import random
 import time
 from collections import defaultdict
 
-from broker import keys, tokens
+from broker import keys, listindex, tokens
 from broker import validation as v
 from broker.auth import ADMIN, CANCEL, READ, SUBMIT, WORKER, Authenticator, Principal
 from broker.cluster_service import ClusterService
@@ -349,7 +349,7 @@ class Service(WorkflowService, ScheduleService, ClusterService):
         cursor = args.get("cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise ServiceError(errors.BADREQ, "cursor: expected the next_cursor of a page")
-        lower = self._listing_range(status, queue)
+        lower = self._listing_range(status, queue, task_type)
         by_index = lower[:1] != keys.TASK
         upper = keys.prefix_end(lower)
         start = lower
@@ -394,8 +394,16 @@ class Service(WorkflowService, ScheduleService, ClusterService):
                 "caught_up": status.get("caught_up", True)}
 
     @staticmethod
-    def _listing_range(status: str | None, queue: str | None) -> bytes:
-        """The key prefix whose entries list tasks of ``status`` (see broker/keys.py)."""
+    def _listing_range(status: str | None, queue: str | None,
+                       task_type: str | None = None) -> bytes:
+        """The key prefix whose entries list the tasks of a filter (see broker/keys.py):
+        by type (and queue) the type index, else the status's own index, else by queue the
+        queue index, else the task table. Whatever the range, rows are still checked
+        against every filter while scanning."""
+        if task_type is not None:
+            return listindex.listing_prefix(task_type, queue)
+        if status is None and queue is not None:
+            return listindex.listing_prefix(None, queue)
         if status == "pending":
             return keys.ready_prefix(queue) if queue else keys.READY
         if status == "running":

@@ -4,7 +4,7 @@ finished tasks past retention are purged. Each takes a limit: one command stays 
 
 from __future__ import annotations
 
-from broker import keys
+from broker import keys, listindex
 from broker.model import DEAD, FINISHED, PENDING
 
 
@@ -51,6 +51,7 @@ def purge(m, now: int, cutoff_ms: int, limit: int):
             task = m.load_task(task_id.decode())
             ov.delete(key)
             ov.delete(keys.task(task["id"]))
+            listindex.remove(ov, task)
             if task.get("idempotency_key"):
                 ov.delete(keys.idempotency(task["idempotency_key"]))
             m.counters.move(task["queue"], status, None)

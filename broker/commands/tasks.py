@@ -6,7 +6,7 @@ that worker, with that token, settles it (docs/protocol.md, "Leases and fencing"
 
 from __future__ import annotations
 
-from broker import keys, tokens
+from broker import keys, listindex, tokens
 from broker.commands import limits
 from broker.model import (
     CANCELLED, COMPLETED, DEAD, FAILED, FINISHED, MAX_BACKOFF_MS, PENDING, RUNNING, SCHEDULED,
@@ -51,6 +51,7 @@ def submit(m, now: int, spec: dict, depth_limit: int, *, workflow: dict | None =
     if idem:
         ov.put(keys.idempotency(idem), task_id.encode())
     m.transition(task, SCHEDULED if delayed else PENDING, now, fresh=True)
+    listindex.add(ov, task)
     m.counters.total("submitted")
     return public(task)
 
