@@ -42,6 +42,7 @@ PAGES = (("overview", "[data-testid=throughput-chart] svg"),
          ("cluster", "[data-node]"))
 API = ("/api/v1/stats", "/api/v1/queues", "/api/v1/tasks?limit=50",
        "/api/v1/tasks?status=pending&queue=billing&limit=50", "/api/v1/tasks?type=rare&limit=50",
+       "/api/v1/tasks?type=rare&queue=emails&limit=50", "/api/v1/tasks?queue=billing&limit=50",
        "/api/v1/tasks?status=dead&limit=50", "/api/v1/tasks?status=scheduled&limit=50",
        "/api/v1/schedules?limit=50", "/api/v1/workflows?limit=50", "/api/v1/limits",
        "/api/v1/workers", "/api/v1/cluster")

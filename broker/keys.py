@@ -17,10 +17,9 @@ prefix     key                                                         value
 ``F``      workflow id, NUL, table letter, rest (see below)                workflow records
 ``P``      schedule id                                                 schedule record (JSON)
 ``N``      next fire ms (8 bytes), schedule id                         empty (due index)
-``Y``      type, NUL, queue, NUL, task id                              task id (LIST by
-                                                                       type: listindex.py)
-``G``      queue, NUL, task id                                         task id (LIST by
-                                                                       queue: listindex.py)
+``Y``      queue, NUL, type, NUL, task id                              empty (LIST by
+                                                                       queue/type:
+                                                                       listindex.py)
 ``M``      meta name (``applied``, ``seq``, ``counters``, ``paused``,      JSON
            ``restored``, ``restorelogged``, ``limitsconfig``,
            ``schedules``, ``schedulesconfig``, ``listindex``)
@@ -63,8 +62,7 @@ FLOW = b"F"
 FLOW_FINISHED = b"F\x00"
 PERIODIC = b"P"  # schedules (broker/commands/schedules.py)
 PERIODIC_DUE = b"N"  # schedules by next fire time: the timer finds due ones without a scan
-BY_TYPE = b"Y"  # tasks by type and queue, for LIST (broker/listindex.py)
-BY_QUEUE = b"G"  # tasks by queue, for LIST without a status (broker/listindex.py)
+BY_TYPE = b"Y"  # tasks by queue and type, for LIST (broker/listindex.py)
 
 META_APPLIED = b"Mapplied"
 META_SEQ = b"Mseq"
@@ -79,7 +77,7 @@ META_LIMITS_CONFIG = b"Mlimitsconfig"
 META_SCHEDULES = b"Mschedules"
 # the fingerprint of the configuration's schedules: section last reconciled
 META_SCHEDULES_CONFIG = b"Mschedulesconfig"
-# present once every stored task is in the BY_TYPE and BY_QUEUE indexes (listindex.backfill)
+# present once every stored task is in the BY_TYPE index (listindex.backfill)
 META_LIST_INDEX = b"Mlistindex"
 
 
@@ -136,21 +134,15 @@ def idempotency(key: str) -> bytes:
     return IDEMPOTENCY + key.encode()
 
 
-def by_type_prefix(task_type: str, queue: str | None = None) -> bytes:
-    prefix = BY_TYPE + task_type.encode() + b"\x00"
-    return prefix if queue is None else prefix + queue.encode() + b"\x00"
+def by_type_prefix(queue: str, task_type: str | None = None) -> bytes:
+    """Tasks of ``queue`` (and of ``task_type`` in it) in the listing index."""
+    prefix = BY_TYPE + queue.encode() + b"\x00"
+    return prefix if task_type is None else prefix + task_type.encode() + b"\x00"
 
 
-def by_type(task_type: str, queue: str, task_id: str) -> bytes:
-    return by_type_prefix(task_type, queue) + task_id.encode()
-
-
-def by_queue_prefix(queue: str) -> bytes:
-    return BY_QUEUE + queue.encode() + b"\x00"
-
-
-def by_queue(queue: str, task_id: str) -> bytes:
-    return by_queue_prefix(queue) + task_id.encode()
+def by_type(queue: str, task_type: str, task_id: str) -> bytes:
+    # One encode: this runs in every submit's apply (queue and type cannot hold NUL).
+    return f"Y{queue}\x00{task_type}\x00{task_id}".encode()
 
 
 def worker(worker_id: str) -> bytes:

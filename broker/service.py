@@ -349,37 +349,66 @@ class Service(WorkflowService, ScheduleService, ClusterService):
         cursor = args.get("cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise ServiceError(errors.BADREQ, "cursor: expected the next_cursor of a page")
-        lower = self._listing_range(status, queue, task_type)
-        by_index = lower[:1] != keys.TASK
-        upper = keys.prefix_end(lower)
-        start = lower
-        if cursor:
-            try:
-                start = bytes.fromhex(cursor)
-            except ValueError:
-                raise ServiceError(errors.BADREQ, "cursor: not a cursor this broker made")
-            if not lower <= start < upper:
-                raise ServiceError(errors.BADREQ, "cursor: belongs to another listing")
+        ranges = self._listing_ranges(status, queue, task_type)
+        start, ranges = self._resume(ranges, cursor)
         tasks, last_key, scanned = [], None, 0
-        for key, value in self.store.scan(start, upper, LIST_SCAN_BUDGET):
-            scanned += 1
-            last_key = key
-            if not by_index:
-                task = jsonutil.loads(value)
-            else:  # index entries hold the task id; lease entries carry it in the key
-                task_id = key[9:] if lower == keys.LEASE else value
-                task = self.store.get_json(keys.TASK + task_id)
-            if task is None:
-                continue
-            if ((queue and task["queue"] != queue) or (task_type and task["type"] != task_type)
-                    or (status and task["status"] != status)):
-                continue
-            tasks.append(public(task))
-            if len(tasks) >= limit:
+        for lower in ranges:
+            for key, value in self.store.scan(max(start, lower), keys.prefix_end(lower),
+                                              LIST_SCAN_BUDGET - scanned):
+                scanned += 1
+                last_key = key
+                task = self._listed_task(lower, key, value)
+                if task is None:
+                    continue
+                if ((queue and task["queue"] != queue)
+                        or (task_type and task["type"] != task_type)
+                        or (status and task["status"] != status)):
+                    continue
+                tasks.append(public(task))
+                if len(tasks) >= limit:
+                    break
+            if len(tasks) >= limit or scanned >= LIST_SCAN_BUDGET:
                 break
         more = last_key is not None and (len(tasks) >= limit or scanned >= LIST_SCAN_BUDGET)
         next_cursor = (last_key + b"\x00").hex() if more else None
         return {"tasks": tasks, "next_cursor": next_cursor, "read_from": self.read_from()}
+
+    def _listed_task(self, lower: bytes, key: bytes, value: bytes) -> dict | None:
+        """The task an entry of the listing range ``lower`` stands for."""
+        if lower[:1] == keys.TASK:
+            return jsonutil.loads(value)
+        if lower[:1] == keys.BY_TYPE:  # empty entries: the task id ends the key
+            task_id = listindex.task_id_of(lower, key)
+        elif lower == keys.LEASE:  # a lease entry carries the task id in its key
+            task_id = key[9:]
+        else:  # the other status indexes hold the task id
+            task_id = value
+        return self.store.get_json(keys.TASK + task_id)
+
+    @staticmethod
+    def _resume(ranges: list[bytes], cursor: str | None) -> tuple[bytes, list[bytes]]:
+        """Where a listing's page starts: the cursor's key and the ranges from the one it
+        falls in, or the first range's start. A cursor from another listing is BADREQ."""
+        if not cursor:
+            return b"", ranges
+        try:
+            start = bytes.fromhex(cursor)
+        except ValueError:
+            raise ServiceError(errors.BADREQ, "cursor: not a cursor this broker made")
+        for n, lower in enumerate(ranges):
+            if lower <= start < keys.prefix_end(lower):
+                return start, ranges[n:]
+        raise ServiceError(errors.BADREQ, "cursor: belongs to another listing")
+
+    def _listing_ranges(self, status: str | None, queue: str | None,
+                        task_type: str | None) -> list[bytes]:
+        """The key prefixes, in order, whose entries list the tasks of a filter (see
+        broker/keys.py): with a type, the listing index; else the status's own index; else
+        with a queue, the listing index; else the task table. Whatever the range, rows are
+        still checked against every filter while scanning."""
+        if task_type is not None or (status is None and queue is not None):
+            return listindex.listing_ranges(task_type, queue, self.machine.counters.queues)
+        return [self._listing_range(status, queue)]
 
     def read_from(self) -> dict:
         """Which node answered a read and how far behind the leader it may be.
@@ -394,16 +423,8 @@ class Service(WorkflowService, ScheduleService, ClusterService):
                 "caught_up": status.get("caught_up", True)}
 
     @staticmethod
-    def _listing_range(status: str | None, queue: str | None,
-                       task_type: str | None = None) -> bytes:
-        """The key prefix whose entries list the tasks of a filter (see broker/keys.py):
-        by type (and queue) the type index, else the status's own index, else by queue the
-        queue index, else the task table. Whatever the range, rows are still checked
-        against every filter while scanning."""
-        if task_type is not None:
-            return listindex.listing_prefix(task_type, queue)
-        if status is None and queue is not None:
-            return listindex.listing_prefix(None, queue)
+    def _listing_range(status: str | None, queue: str | None) -> bytes:
+        """The key prefix whose entries list tasks of ``status`` (see broker/keys.py)."""
         if status == "pending":
             return keys.ready_prefix(queue) if queue else keys.READY
         if status == "running":

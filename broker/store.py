@@ -305,6 +305,13 @@ class Overlay:
         self.puts[key] = value
         self.deleted.discard(key)
 
+    def put_marker(self, key: bytes) -> None:
+        """Put an empty value under a key of no range index (an entry of the listing
+        index): the lean path of :meth:`put`, with nothing to copy or to keep sorted."""
+        self._undo.append((key, self.puts.get(key), key in self.deleted))
+        self.puts[key] = b""
+        self.deleted.discard(key)
+
     def delete(self, key: bytes) -> None:
         self._undo.append((key, self.puts.get(key), key in self.deleted))
         self.puts.pop(key, None)

@@ -1,4 +1,4 @@
-"""LIST's type and queue indexes (broker/listindex.py) on a real RocksDB: written at submit,
+"""LIST's index of tasks by queue and type (broker/listindex.py) on a real RocksDB: written at submit,
 deleted at purge, backfilled once into a store written before them, and used by LIST so a
 rare type among many tasks comes back in one page instead of a scan budget's worth."""
 
@@ -26,8 +26,7 @@ def h(tmp_path):
 
 
 def index_entries(store) -> set[bytes]:
-    return ({k for k, _ in store.scan(keys.BY_TYPE, keys.prefix_end(keys.BY_TYPE))}
-            | {k for k, _ in store.scan(keys.BY_QUEUE, keys.prefix_end(keys.BY_QUEUE))})
+    return {k for k, _ in store.scan(keys.BY_TYPE, keys.prefix_end(keys.BY_TYPE))}
 
 
 def service_over(store) -> service_mod.Service:
@@ -61,12 +60,11 @@ def submit_mix(h, common=300, rare=10):
 
 def test_a_submit_indexes_the_task_and_a_purge_removes_it(h):
     h.apply(["submit", 1000, spec("t1", type="audit", queue="mail"), 1000])
-    assert index_entries(h.store) == {keys.by_type("audit", "mail", "t1"),
-                                      keys.by_queue("mail", "t1")}
+    assert index_entries(h.store) == {keys.by_type("mail", "audit", "t1")}
     # Claim and ack: a transition touches neither index.
     (job,) = h.apply(["claim", 2000, "w1", ["mail"], 1, 30_000])
     assert h.apply(["ack", 3000, "t1", job["token"], None, "w1"]) == "OK"
-    assert len(index_entries(h.store)) == 2
+    assert len(index_entries(h.store)) == 1
     assert h.apply(["purge", 9000, 5000, 100]) == 1
     assert index_entries(h.store) == set()
 
@@ -89,18 +87,31 @@ def test_list_by_type_finds_a_rare_type_in_one_page_past_the_scan_budget(h, monk
 def test_list_by_queue_pages_through_that_queue_only(h):
     submit_mix(h, common=40, rare=3)
     service = service_over(h.store)
-    expected = sorted([f"c{n:04d}" for n in range(40) if n % 2 == 0]
-                      + [f"r{n:04d}" for n in range(3)])
-    assert listed(service, queue="mail") == expected
-    assert len(listed(service, type="resize")) == 40
+    # A queue's tasks by type, then id.
+    assert listed(service, queue="mail") == ([f"r{n:04d}" for n in range(3)]
+                                             + [f"c{n:04d}" for n in range(0, 40, 2)])
+    # A type alone walks each queue's range in turn; pages of 7 cross from img to mail.
+    assert listed(service, type="resize") == ([f"c{n:04d}" for n in range(1, 40, 2)]
+                                              + [f"c{n:04d}" for n in range(0, 40, 2)])
+    assert listed(service, type="nosuchtype") == []
     assert len(listed(service)) == 43
+
+
+def test_a_cursor_of_another_listing_is_refused(h):
+    submit_mix(h, common=20, rare=0)
+    service = service_over(h.store)
+    page = service.list_tasks(ADMIN_KEY, {"queue": "img", "limit": 3})
+    with pytest.raises(service_mod.ServiceError, match="another listing"):
+        service.list_tasks(ADMIN_KEY, {"queue": "mail", "cursor": page["next_cursor"]})
+    with pytest.raises(service_mod.ServiceError, match="another listing"):
+        service.list_tasks(ADMIN_KEY, {"status": "pending", "cursor": page["next_cursor"]})
 
 
 def test_a_store_written_before_the_indexes_is_backfilled_once(tmp_path):
     h = Harness(tmp_path / "db")
     submit_mix(h, common=25, rare=4)
     expected = index_entries(h.store)
-    assert len(expected) == 2 * 29
+    assert len(expected) == 29
     # Make it the store of an older broker: no index entries, no marker.
     for key in expected | {keys.META_LIST_INDEX}:
         h.store.db.delete(key)
@@ -121,7 +132,7 @@ def test_backfill_after_the_marker_is_deleted_rebuilds_a_damaged_index(tmp_path)
     h = Harness(tmp_path / "db")
     submit_mix(h, common=5, rare=2)
     expected = index_entries(h.store)
-    h.store.db.delete(keys.by_type("audit", "mail", "r0001"))
+    h.store.db.delete(keys.by_type("mail", "audit", "r0001"))
     h.store.db.delete(keys.META_LIST_INDEX)  # the documented repair
     assert listindex.backfill(h.store) == 7
     assert index_entries(h.store) == expected
