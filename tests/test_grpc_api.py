@@ -4,6 +4,7 @@ and the generated code staying in sync with taskqueue.proto."""
 from __future__ import annotations
 
 import json
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from packaging.version import Version
 
 from broker.api import gen_proto
 from broker.api import taskqueue_pb2 as pb
@@ -60,6 +62,20 @@ def test_generated_code_matches_the_proto(tmp_path):
     for path in gen_proto.generate(tmp_path):
         assert path.read_text() == (here / path.name).read_text(), (
             f"{path.name} is stale: run python -m broker.api.gen_proto")
+
+
+def test_generated_code_accepts_every_runtime_pyproject_allows():
+    """The version stamps written into the generated code are pyproject's floors, no higher."""
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    floors = {}
+    for requirement in project["project"]["optional-dependencies"]["broker"]:
+        name, _, spec = requirement.partition(">=")
+        floors[name.strip()] = spec.split(",")[0].strip()
+    assert Version(floors["grpcio"]) == Version(gen_proto.GRPCIO_FLOOR)
+    assert Version(floors["protobuf"]) == Version(".".join(map(str, gen_proto.PROTOBUF_FLOOR)))
+    here = Path(gen_proto.__file__).parent
+    assert f"GRPC_GENERATED_VERSION = '{gen_proto.GRPCIO_FLOOR}'" in (
+        here / "taskqueue_pb2_grpc.py").read_text()
 
 
 def test_submit_get_roundtrip_keeps_json_exact(stub):

@@ -7,6 +7,14 @@ Needs grpcio-tools of the same minor line as grpcio (pyproject's ``test`` extra 
 generated ``_pb2_grpc`` code refuses to load on an older grpcio. The generated ``_pb2_grpc``
 module imports its messages with a top-level ``import taskqueue_pb2``; it is rewritten to a
 package-relative import so the code works as ``broker.api.taskqueue_pb2_grpc``.
+
+The generated files carry the generator's own version as the oldest runtime they accept
+(``GRPC_GENERATED_VERSION``, ``ValidateProtobufRuntimeVersion``). Left alone, that stamp follows
+whichever patch release of grpcio-tools happened to be installed: a checkout generated with
+1.85.4 would refuse grpcio 1.85.1, which pyproject allows, and the drift test would fail the day
+the registry gains a patch release. Both stamps are therefore written as the floors pyproject
+declares (``GRPCIO_FLOOR``, ``PROTOBUF_FLOOR``; tests/test_grpc_api.py checks they agree), so
+the output depends on the proto and the minor line only.
 tests/test_grpc_api.py regenerates into a temporary directory and fails on any difference.
 """
 
@@ -20,6 +28,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PROTO = "taskqueue.proto"
 OUTPUTS = ("taskqueue_pb2.py", "taskqueue_pb2.pyi", "taskqueue_pb2_grpc.py")
+# The oldest runtimes the checked-in code accepts: pyproject's floors for grpcio and protobuf.
+GRPCIO_FLOOR = "1.85.0"
+PROTOBUF_FLOOR = (7, 35, 1)
 
 
 def generate(out: Path) -> list[Path]:
@@ -36,8 +47,29 @@ def generate(out: Path) -> list[Path]:
     text = grpc_module.read_text()
     text = re.sub(r"^import taskqueue_pb2 as", "from . import taskqueue_pb2 as", text,
                   flags=re.MULTILINE)
+    text = re.sub(r"^GRPC_GENERATED_VERSION = '[^']*'",
+                  f"GRPC_GENERATED_VERSION = '{GRPCIO_FLOOR}'", text, flags=re.MULTILINE)
     grpc_module.write_text(text)
+    _stamp_protobuf_floor(out / "taskqueue_pb2.py")
     return [out / name for name in OUTPUTS]
+
+
+def _stamp_protobuf_floor(module: Path) -> None:
+    """Write PROTOBUF_FLOOR as the oldest protobuf runtime the messages module accepts.
+
+    Only within the floor's major line: a generator of another major is a real change the
+    drift test must show, not a stamp to smooth over.
+    """
+    major, minor, patch = PROTOBUF_FLOOR
+    text = module.read_text()
+    validate = re.compile(r"(Domain\.PUBLIC,\n\s*)(\d+)(,\n\s*)(\d+)(,\n\s*)(\d+)(,)")
+    found = validate.search(text)
+    if found is None or int(found.group(2)) != major:
+        return
+    text = validate.sub(lambda m: f"{m[1]}{major}{m[3]}{minor}{m[5]}{patch}{m[7]}", text, count=1)
+    text = re.sub(r"^# Protobuf Python Version: .*$",
+                  f"# Protobuf Python Version: {major}.{minor}.{patch}", text, flags=re.MULTILINE)
+    module.write_text(text)
 
 
 def main(argv=None) -> int:
