@@ -400,3 +400,43 @@ def test_nesting_inside_group_members_is_bounded():
         flatten({"workflow": {"group": [tree]}}, 0, MAX_PAYLOAD)
     with pytest.raises(v.Invalid, match="more than 100000 tasks"):
         flatten({"workflow": {"group": [{"chain": [t(), t()]}] * 50_001}}, 0, MAX_PAYLOAD)
+
+
+def test_results_too_big_to_hand_on_fail_the_step_with_the_reason(h):
+    """A callback's input is the sum of its members' results: over HANDED_MAX_BYTES the
+    callback is not submitted (no worker could fetch it) and the chord fails saying why;
+    just under it the callback runs."""
+    share = wf.HANDED_MAX_BYTES // 3
+    submit(h, chord(3), flow_id="under")
+    for i, job in enumerate(claim_all(h, 2000)):
+        ack(h, job, 2001 + i, "x" * (share - 100))
+    [callback] = claim_all(h, 2010)
+    assert callback["id"] == "under.3" and len(callback["payload"]["results"]) == 3
+
+    submit(h, chord(3), flow_id="over")
+    for i, job in enumerate(claim_all(h, 3000)):
+        ack(h, job, 3001 + i, "x" * (share + 100))
+    assert h.task("over.3") is None and claim_all(h, 3010) == []
+    got = view(h, "over")
+    assert got["status"] == "failed"
+    assert f"over the {wf.HANDED_MAX_BYTES}-byte limit" in got["error"]
+    assert got["error"].startswith("node ")
+
+
+def test_a_previous_result_too_big_for_the_next_step_fails_the_chain(h):
+    submit(h, {"chain": [t(), t("next", pass_result=True), t("last")]})
+    [first] = claim_all(h, 2000)
+    ack(h, first, 2001, "y" * (wf.HANDED_MAX_BYTES + 1))
+    assert claim_all(h, 2002) == [] and h.task("wf1.1") is None
+    got = view(h)
+    assert got["status"] == "failed" and "previous step" in got["error"]
+    # A member chain failing for that reason counts as a dead member of its chord, with the
+    # reason as its error.
+    submit(h, {"chord": [{"chain": [t(), t("next", pass_result=True)]}, t()],
+               "callback": t("sum"), "on_error": "callback"}, flow_id="nested")
+    jobs = claim_all(h, 3000)
+    ack(h, jobs[0], 3001, "y" * (wf.HANDED_MAX_BYTES + 1))
+    ack(h, jobs[1], 3002, "fine")
+    [callback] = claim_all(h, 3003)
+    assert callback["payload"]["results"] == [None, "fine"]
+    assert "previous step" in callback["payload"]["errors"][0]["error"]

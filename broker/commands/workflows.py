@@ -47,6 +47,13 @@ NO_LIMIT = 1 << 62  # a step submitted by the workflow itself is never refused f
 # chunk's last member, so the firing ACK reads N/CHUNK records instead of N (see roll_up).
 CHUNK = 128
 CHUNK_BYTES = 1 << 20  # a chunk whose results are bigger stays unrolled (read one by one)
+# The largest input a step may be handed (a chord's results, the previous step's result),
+# JSON-encoded. Results are bounded one by one (an ACK fits a frame), a chord's sum is not:
+# 10,000 members of 10 KB each would make a 100 MB callback no worker can FETCH (the client
+# reads frames of up to 16 MiB) and that every node keeps in its memtable and log. Half a
+# frame leaves room for the step's own payload. A constant, not a setting: every node of a
+# cluster must decide the same in apply.
+HANDED_MAX_BYTES = 8 << 20
 
 
 # ------------------------------------------------------------------------- commands
@@ -192,6 +199,13 @@ class _Flow:
             self.start(node["steps"][0], inbound)
             return
         handed = inbound if node.get("pass") else None
+        if handed is not None and (size := _encoded_size(handed)) > HANDED_MAX_BYTES:
+            # Not submitted: the node fails with a reason instead of a task that could never
+            # be fetched. A group fails as a whole (every member would get the same input).
+            self.node_done(nid, False, f"node {nid}: its input from the previous step is "
+                                       f"{size} bytes, over the {HANDED_MAX_BYTES}-byte limit "
+                                       f"for results handed to a step")
+            return
         if kind == "task":
             if not self._submit(node["spec"], {"w": self.id, "n": nid}, handed):
                 self.node_done(nid, False)
@@ -312,26 +326,30 @@ class _Flow:
                            {"id": o["id"], "status": o["s"], "error": o["e"]}
                            for o in outcomes]}
 
-    def node_done(self, nid: str, ok: bool) -> None:
-        """Node ``nid`` finished (``ok``: it completed): start what follows it."""
+    def node_done(self, nid: str, ok: bool, error: str | None = None) -> None:
+        """Node ``nid`` finished (``ok``: it completed): start what follows it. ``error``:
+        why it failed, when it failed for a reason of its own (it travels up with the
+        failure to the workflow record; without it the record names the node)."""
         node = self.node(nid)
         parent_id = node["p"]
+        if not ok and error is None:
+            error = f"node {nid} did not complete"
         if parent_id is None:
             record = self.m.load_json(keys.flow(self.id))
             _finish(self.m, record, W_COMPLETED if ok else W_FAILED, self.now,
-                    None if ok else f"node {nid} did not complete")
+                    None if ok else error)
             return
         parent = self.node(parent_id)
         if parent["k"] == "group":
             if node["i"] == "cb":  # nid is the chord's callback: the chord ends with it
-                self.node_done(parent_id, ok)
+                self.node_done(parent_id, ok, error)
                 return
             # nid is a member of its own shape (a chain, group or chord): count it as
             # member i, with its result as a task member's would be. This runs once: a
             # node finishes once, since each of its tasks is counted once.
             status = COMPLETED if ok else "dead"
             outcome = encode_outcome(None, status, self.result(nid) if ok else None,
-                                     None if ok else f"node {nid} did not complete")
+                                     None if ok else error)
             self.m.overlay.put(keys.flow_outcome(self.id, parent_id, node["i"]), outcome)
             self.member_done(parent_id, status, node["i"], outcome)
             return
@@ -342,7 +360,7 @@ class _Flow:
             inbound = {"previous": self.result(nid)} if _receives(self, step) else None
             self.start(step_id, inbound)
         else:
-            self.node_done(parent_id, ok)
+            self.node_done(parent_id, ok, error)
 
     def result(self, nid: str):
         """A finished node's result: a task's result, a group's list of member results,
@@ -375,6 +393,13 @@ def decode_outcome(raw: bytes | None) -> dict | None:
     outcome = jsonutil.loads(header)
     outcome["r"] = jsonutil.loads(result)
     return outcome
+
+
+def _encoded_size(handed: dict) -> int:
+    """The JSON size of what a step is handed: encoded once more (a chord's spliced results,
+    a Fragment, are copied, not re-encoded), deterministic, so every node of a cluster
+    measures the same."""
+    return len(jsonutil.dumps(handed))
 
 
 def _receives(flow: _Flow, node: dict) -> bool:
