@@ -225,7 +225,7 @@ def parse_replies(data: bytes, chunk: int | None = None) -> list:
 @given(st.lists(st.one_of(
     st.binary(max_size=100).map(lambda b: (encode_bulk(b), b)),
     st.integers(-2**62, 2**62).map(lambda i: (encode_int(i), i)),
-    st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=30).map(
+    st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=30).map(
         lambda t: (encode_simple(t), t)),
     st.just((NULL, None)),
     st.just((OK, "OK")),
