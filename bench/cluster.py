@@ -24,7 +24,7 @@ import time
 import yaml
 
 from bench import figures, redis_ref
-from bench.procs import ROOT, LocalBroker, free_port, wait_for_ping
+from bench.procs import ROOT, LocalBroker, cpu_secs, free_port, wait_for_ping
 from taskqueue.client import Client
 from taskqueue.errors import BrokerError, ConnectionLost
 
@@ -104,7 +104,9 @@ class LocalCluster:
         raise TimeoutError("no leader")
 
 
-def measure(addr: str, args) -> dict:
+def measure(addr: str, args, broker_pids: list[int]) -> dict:
+    """The figures against ``addr``; ``broker_pids``: every broker process serving it, whose
+    CPU the drain is charged with (a cluster's three nodes each apply every entry)."""
     single = figures.submit_single_latency(addr, args.single_tasks)
     out = {
         "submit_single_per_sec": round(single["per_sec"]),
@@ -116,8 +118,16 @@ def measure(addr: str, args) -> dict:
     }
     if not args.quick:
         out["submit_bulk_per_sec"] = round(figures.submit_bulk(addr, args.tasks))
+        cpu_before = [cpu_secs(pid) for pid in broker_pids]
         out["drain_per_sec"] = round(figures.drain(addr, args.tasks, args.workers,
                                                    args.concurrency))
+        # Broker CPU per drained task (the drain's bulk pre-load included, ~25 us a task on
+        # a single node): every node together (what one shared host pays), and the busiest
+        # node's (what bounds a cluster whose nodes have a host each).
+        used = [(cpu_secs(pid) - before) / args.tasks * 1e6
+                for pid, before in zip(broker_pids, cpu_before)]
+        out["drain_broker_cpu_us_per_task"] = round(sum(used))
+        out["drain_busiest_broker_cpu_us_per_task"] = round(max(used))
     return out
 
 
@@ -125,7 +135,8 @@ def compare(cluster: dict, single: dict) -> dict:
     """The cluster's figures as ratios to the single node's (same run)."""
     out = {}
     for key in ("submit_single_per_sec", "submit_concurrent_per_sec", "submit_bulk_per_sec",
-                "drain_per_sec"):
+                "drain_per_sec", "drain_broker_cpu_us_per_task",
+                "drain_busiest_broker_cpu_us_per_task"):
         if cluster.get(key) and single.get(key):
             out[key.replace("_per_sec", "") + "_vs_single"] = round(cluster[key] / single[key], 3)
     out["round_trip_p50_vs_single"] = round(cluster["round_trip"]["p50_ms"]
@@ -224,14 +235,14 @@ def main(argv=None) -> int:
         single = LocalBroker(args.wal_sync_interval_ms)
         single.start()
         try:
-            out["single"] = measure(single.addr, args)
+            out["single"] = measure(single.addr, args, [single.proc.pid])
         finally:
             single.stop()
     cluster = LocalCluster(3, args.wal_sync_interval_ms, args.election_timeout_ms)
     cluster.start()
     try:
         leader = cluster.leader()
-        out["cluster"] = measure(cluster.addr(leader), args)
+        out["cluster"] = measure(cluster.addr(leader), args, [p.pid for p in cluster.procs])
         out["cluster"].update(redis_ref.ratios(out["cluster"], ref))
         if "single" in out:
             out["single"].update(redis_ref.ratios(out["single"], ref))
