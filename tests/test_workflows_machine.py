@@ -440,3 +440,18 @@ def test_a_previous_result_too_big_for_the_next_step_fails_the_chain(h):
     [callback] = claim_all(h, 3003)
     assert callback["payload"]["results"] == [None, "fine"]
     assert "previous step" in callback["payload"]["errors"][0]["error"]
+
+
+def test_a_group_handed_more_than_its_fanout_limit_fails_whole(h, monkeypatch):
+    """A group with pass_result writes its input once per member: the total is bounded too.
+    (The limit is lowered here so the test writes megabytes, not 256 MiB.)"""
+    monkeypatch.setattr(wf, "HANDED_FANOUT_MAX_BYTES", 1 << 20)
+    tree = {"chain": [t(), {"group": [t() for _ in range(10)], "pass_result": True}]}
+    submit(h, tree, flow_id="fits")
+    ack(h, claim_all(h, 2000)[0], 2001, "z" * 100_000)  # 10 x ~100 KB: under 1 MiB
+    assert len(claim_all(h, 2002)) == 10
+    submit(h, tree, flow_id="over")
+    ack(h, claim_all(h, 3000)[0], 3001, "z" * 110_000)  # 10 x ~110 KB: over it
+    assert claim_all(h, 3002) == []
+    got = view(h, "over")
+    assert got["status"] == "failed" and "each of its 10 members" in got["error"]

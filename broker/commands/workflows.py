@@ -54,6 +54,9 @@ CHUNK_BYTES = 1 << 20  # a chunk whose results are bigger stays unrolled (read o
 # frame leaves room for the step's own payload. A constant, not a setting: every node of a
 # cluster must decide the same in apply.
 HANDED_MAX_BYTES = 8 << 20
+# A group with pass_result hands the same input to each member: one apply writes it once per
+# member. Bounded too, or an 8 MB result before a 100,000-member group would be 800 GB.
+HANDED_FANOUT_MAX_BYTES = 256 << 20
 
 
 # ------------------------------------------------------------------------- commands
@@ -199,18 +202,19 @@ class _Flow:
             self.start(node["steps"][0], inbound)
             return
         handed = inbound if node.get("pass") else None
-        if handed is not None and (size := _encoded_size(handed)) > HANDED_MAX_BYTES:
-            # Not submitted: the node fails with a reason instead of a task that could never
-            # be fetched. A group fails as a whole (every member would get the same input).
-            self.node_done(nid, False, f"node {nid}: its input from the previous step is "
-                                       f"{size} bytes, over the {HANDED_MAX_BYTES}-byte limit "
-                                       f"for results handed to a step")
-            return
+        members = None if kind == "task" else self.m.load_json(keys.flow_members(self.id, nid))
+        if handed is not None:
+            refusal = _input_refusal(nid, _encoded_size(handed),
+                                     1 if members is None else len(members))
+            if refusal is not None:
+                # Not submitted: the node fails with the reason instead of tasks no worker
+                # could fetch. A group fails whole (every member would get the same input).
+                self.node_done(nid, False, refusal)
+                return
         if kind == "task":
             if not self._submit(node["spec"], {"w": self.id, "n": nid}, handed):
                 self.node_done(nid, False)
             return
-        members = self.m.load_json(keys.flow_members(self.id, nid))
         # "roll": roll the results up per chunk; only a chord's callback reads them all.
         self.m.overlay.put(keys.flow_counter(self.id, nid), jsonutil.dumps(
             {"n": len(members), COMPLETED: 0, "dead": 0, CANCELLED: 0,
@@ -393,6 +397,19 @@ def decode_outcome(raw: bytes | None) -> dict | None:
     outcome = jsonutil.loads(header)
     outcome["r"] = jsonutil.loads(result)
     return outcome
+
+
+def _input_refusal(nid: str, size: int, receivers: int) -> str | None:
+    """Why node ``nid`` may not be handed an input of ``size`` bytes for ``receivers``
+    tasks, or None when it may."""
+    if size > HANDED_MAX_BYTES:
+        return (f"node {nid}: its input from the previous step is {size} bytes, over the "
+                f"{HANDED_MAX_BYTES}-byte limit for results handed to a step")
+    if size * receivers > HANDED_FANOUT_MAX_BYTES:
+        return (f"node {nid}: its input from the previous step ({size} bytes) for each of its "
+                f"{receivers} members is {size * receivers} bytes, over the "
+                f"{HANDED_FANOUT_MAX_BYTES}-byte limit for results handed to a group")
+    return None
 
 
 def _encoded_size(handed: dict) -> int:
