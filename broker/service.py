@@ -23,6 +23,7 @@ from broker.commands.schedules import metrics as schedule_metrics
 from broker.config import Config
 from broker.log.base import Log, NotLeader, Unavailable
 from broker.machine import FINISHED, STATUSES, TOTALS, Rejected, public
+from broker.parked_fetches import ParkedFetches
 from broker.store import Store
 from broker.waiters import TaskWaiters, TooManyWaiters
 from broker.schedule_service import ScheduleService
@@ -59,13 +60,13 @@ class Service(WorkflowService, ScheduleService, ClusterService):
         self._max_payload = config.broker.max_payload_bytes
         self._depth_limit = config.broker.queue_depth_threshold
         self._lease_ms = int(config.worker.lease_timeout_secs * 1000)
-        self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
+        self._parked = ParkedFetches()
         self._rates = RateTracker()
         # Optional listener for claims and settlements (the metrics module installs one to
         # time queue waits and runs). Called on the loop; must be cheap and must not raise.
         self.observer = None
         self.started_at = time.time()
-        log.on_applied = self._wake
+        log.on_applied = self._parked.wake
         self.task_waiters = TaskWaiters()
         log.on_finished = self.task_waiters.notify
 
@@ -75,8 +76,12 @@ class Service(WorkflowService, ScheduleService, ClusterService):
     _error = ServiceError
 
     async def _propose(self, command: list):
+        return await self._committed(self.log.propose_soon(command))
+
+    async def _committed(self, proposal: asyncio.Future):
+        """A proposal's result, its refusals as the client's errors."""
         try:
-            result = await self.log.propose(command)
+            result = await proposal
         except NotLeader as exc:
             raise ServiceError(errors.NOTLEADER, f"leader={exc.leader or ''}") from None
         except Unavailable as exc:
@@ -84,15 +89,6 @@ class Service(WorkflowService, ScheduleService, ClusterService):
         if isinstance(result, Rejected):
             raise ServiceError(result.code, result.message)
         return result
-
-    def _wake(self, queues) -> None:
-        for queue in queues:
-            waiters = self._waiters.get(queue)
-            if waiters:
-                for future in waiters:
-                    if not future.done():
-                        future.set_result(None)
-                waiters.clear()
 
     @staticmethod
     def _require(principal: Principal, permission: str) -> None:
@@ -154,9 +150,13 @@ class Service(WorkflowService, ScheduleService, ClusterService):
         except v.Invalid as exc:
             raise ServiceError(exc.code, exc.message) from None
         if not bulk:
-            result = await self._propose(["submit", now, specs[0], self._depth_limit])
+            proposal = self.log.propose_soon(["submit", now, specs[0], self._depth_limit])
+            self._hand_to_parked_fetches(now, specs)
+            result = await self._committed(proposal)
             self._rates.add("submitted")
             return result
+        # A bulk submit wakes parked FETCHes after it commits (on_applied), as before: its
+        # producer wants throughput, and the wake's claims batch among themselves.
         results = await self.log.propose_many(
             [["submit", now, spec, self._depth_limit] for spec in specs])
         self._rates.add("submitted", len(specs))
@@ -175,11 +175,15 @@ class Service(WorkflowService, ScheduleService, ClusterService):
         timeout_ms = v.bounded_int(args, "timeout_ms", 2000, 0, 60000)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000.0
+        handed = None  # the claim a submit proposed for this FETCH while it was parked
         while True:
-            if self._told_to_rest(worker_id):
+            if handed is not None:
+                jobs, handed = await self._committed(handed), None
+            elif self._told_to_rest(worker_id):
                 return None
-            jobs = await self._propose(["claim", now_ms(), worker_id, queues, count,
-                                        self._lease_ms, tokens.nonce()])
+            else:
+                jobs = await self._propose(["claim", now_ms(), worker_id, queues, count,
+                                            self._lease_ms, tokens.nonce()])
             if jobs:
                 self._rates.add("claimed", len(jobs))
                 if self.observer is not None:
@@ -194,17 +198,36 @@ class Service(WorkflowService, ScheduleService, ClusterService):
                             if self.machine.limits else None)
             wait = remaining if throttled_ms is None else min(remaining,
                                                               max(1, throttled_ms) / 1000.0)
-            future = loop.create_future()
-            for queue in queues:
-                self._waiters[queue].add(future)
+            parked = self._parked.park(worker_id, queues, count)
             try:
-                await asyncio.wait_for(future, wait)
+                handed = await asyncio.wait_for(parked.future, wait)
             except asyncio.TimeoutError:
                 if wait >= remaining:
                     return None
             finally:
-                for queue in queues:
-                    self._waiters[queue].discard(future)
+                self._parked.unpark(parked)
+
+    def _hand_to_parked_fetches(self, now: int, specs: list[dict]) -> None:
+        """Propose, right behind a submit just queued, the claim of a FETCH parked on the
+        task's queue: both ride in one log entry, so the parked worker has its task when
+        the submit commits instead of being woken to claim it in a second commit
+        (broker/parked_fetches.py). The claim is the FETCH's own claim command, at the
+        submit's time."""
+        for spec in specs:
+            if spec["run_at_ms"] is not None and spec["run_at_ms"] > now:
+                continue  # not due yet: nothing to hand
+            parked = self._parked.take(spec["queue"])
+            if parked is None:
+                continue
+            if self._told_to_rest(parked.worker_id):
+                parked.future.set_result(None)  # it looks again, and rests
+                continue
+            claim = self.log.propose_soon(["claim", now, parked.worker_id, parked.queues,
+                                           parked.count, self._lease_ms, tokens.nonce()])
+            # Its FETCH awaits it; if that FETCH was cancelled meanwhile (the connection
+            # closed), its leases expire as any unanswered FETCH's do.
+            claim.add_done_callback(_retrieve_outcome)
+            parked.future.set_result(claim)
 
     def _told_to_rest(self, worker_id: str) -> bool:
         """An operator set this worker quiet or stop (WORKER-STATE): hand it no more jobs."""
@@ -578,6 +601,13 @@ def _token(item: dict):
         raise v.Invalid(f"token: required, the fencing token FETCH returned with the job "
                         f"(a string of 1-{tokens.MAX_TOKEN_CHARS} characters)")
     return value
+
+
+def _retrieve_outcome(future: asyncio.Future) -> None:
+    """Mark a proposal's failure as seen: one nobody awaits any more (its FETCH went away)
+    must not log "Future exception was never retrieved"."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _resolve(future: asyncio.Future) -> None:

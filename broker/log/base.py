@@ -70,6 +70,13 @@ class Log(abc.ABC):
         Raises NotLeader or Unavailable when it could not be committed here.
         """
 
+    def propose_soon(self, command: list) -> asyncio.Future:
+        """Propose ``command`` now and return a future of what :meth:`propose` would
+        return (or raise). A group-commit log queues it at once, behind what was proposed
+        before it, so a command proposed right after another in the same loop turn joins
+        that one's entry (see Service._hand_to_parked_fetches)."""
+        return asyncio.ensure_future(self.propose(command))
+
     async def propose_many(self, commands: list[list]) -> list:
         """Commit several commands; return their results in order.
 
@@ -157,13 +164,17 @@ class GroupCommitLog(Log):
         return waited if waited > self.stall_secs else 0.0
 
     async def propose(self, command: list):
-        if self._stopping:
-            raise Unavailable("broker shutting down")
+        return await self.propose_soon(command)
+
+    def propose_soon(self, command: list) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
+        if self._stopping:
+            future.set_exception(Unavailable("broker shutting down"))
+            return future
         self._note_waiting()
         self._queue.append((command, future, None))
         self._schedule_commit()
-        return await future
+        return future
 
     async def propose_many(self, commands: list[list]) -> list:
         if self._stopping:
