@@ -151,7 +151,7 @@ class Service(WorkflowService, ScheduleService, ClusterService):
             raise ServiceError(exc.code, exc.message) from None
         if not bulk:
             proposal = self.log.propose_soon(["submit", now, specs[0], self._depth_limit])
-            self._hand_to_parked_fetches(now, specs)
+            self._hand_to_parked_fetch(now, specs[0])
             result = await self._committed(proposal)
             self._rates.add("submitted")
             return result
@@ -182,8 +182,8 @@ class Service(WorkflowService, ScheduleService, ClusterService):
             elif self._told_to_rest(worker_id):
                 return None
             else:
-                jobs = await self._propose(["claim", now_ms(), worker_id, queues, count,
-                                            self._lease_ms, tokens.nonce()])
+                jobs = await self._propose(self._claim_command(now_ms(), worker_id, queues,
+                                                               count))
             if jobs:
                 self._rates.add("claimed", len(jobs))
                 if self.observer is not None:
@@ -207,27 +207,29 @@ class Service(WorkflowService, ScheduleService, ClusterService):
             finally:
                 self._parked.unpark(parked)
 
-    def _hand_to_parked_fetches(self, now: int, specs: list[dict]) -> None:
-        """Propose, right behind a submit just queued, the claim of a FETCH parked on the
-        task's queue: both ride in one log entry, so the parked worker has its task when
-        the submit commits instead of being woken to claim it in a second commit
-        (broker/parked_fetches.py). The claim is the FETCH's own claim command, at the
-        submit's time."""
-        for spec in specs:
-            if spec["run_at_ms"] is not None and spec["run_at_ms"] > now:
-                continue  # not due yet: nothing to hand
-            parked = self._parked.take(spec["queue"])
-            if parked is None:
-                continue
-            if self._told_to_rest(parked.worker_id):
-                parked.future.set_result(None)  # it looks again, and rests
-                continue
-            claim = self.log.propose_soon(["claim", now, parked.worker_id, parked.queues,
-                                           parked.count, self._lease_ms, tokens.nonce()])
-            # Its FETCH awaits it; if that FETCH was cancelled meanwhile (the connection
-            # closed), its leases expire as any unanswered FETCH's do.
-            claim.add_done_callback(_retrieve_outcome)
-            parked.future.set_result(claim)
+    def _claim_command(self, now: int, worker_id: str, queues: list[str], count: int) -> list:
+        return ["claim", now, worker_id, queues, count, self._lease_ms, tokens.nonce()]
+
+    def _hand_to_parked_fetch(self, now: int, spec: dict) -> None:
+        """Propose, right behind a submit of ``spec`` just queued, the claim of a FETCH
+        parked on the task's queue: both ride in one log entry, so the parked worker has
+        its task when the submit commits instead of being woken to claim it in a second
+        commit (broker/parked_fetches.py). The claim is the FETCH's own claim command, at
+        the submit's time."""
+        if spec["run_at_ms"] is not None and spec["run_at_ms"] > now:
+            return  # not due yet: nothing to hand
+        parked = self._parked.take(spec["queue"])
+        if parked is None:
+            return
+        if self._told_to_rest(parked.worker_id):
+            parked.future.set_result(None)  # it looks again, and rests
+            return
+        claim = self.log.propose_soon(self._claim_command(now, parked.worker_id,
+                                                          parked.queues, parked.count))
+        # Its FETCH awaits it; if that FETCH was cancelled meanwhile (the connection
+        # closed), its leases expire as any unanswered FETCH's do.
+        claim.add_done_callback(_retrieve_outcome)
+        parked.future.set_result(claim)
 
     def _told_to_rest(self, worker_id: str) -> bool:
         """An operator set this worker quiet or stop (WORKER-STATE): hand it no more jobs."""

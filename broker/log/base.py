@@ -74,7 +74,7 @@ class Log(abc.ABC):
         """Propose ``command`` now and return a future of what :meth:`propose` would
         return (or raise). A group-commit log queues it at once, behind what was proposed
         before it, so a command proposed right after another in the same loop turn joins
-        that one's entry (see Service._hand_to_parked_fetches)."""
+        that one's entry (see Service._hand_to_parked_fetch)."""
         return asyncio.ensure_future(self.propose(command))
 
     async def propose_many(self, commands: list[list]) -> list:
