@@ -47,6 +47,16 @@ class Broker:
             await asyncio.sleep(0.005)
         raise AssertionError("the FETCH never parked")
 
+    def run(self, scenario) -> None:
+        """Run ``scenario()`` (a coroutine function) with the log started, then stop it."""
+        async def started():
+            await self.log.start()
+            try:
+                await scenario()
+            finally:
+                await self.log.stop()
+        run(started())
+
     def close(self):
         self.store.close()
 
@@ -60,73 +70,57 @@ def broker(tmp_path, request):
 
 def test_a_parked_fetch_gets_the_task_in_the_submits_entry(broker):
     async def scenario():
-        await broker.log.start()
-        try:
-            fetch = await broker.parked_fetch()
-            before = broker.entries
-            task = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q"})
-            jobs = await fetch
-            assert [j["id"] for j in jobs] == [task["id"]]
-            assert broker.entries == before + 1  # submit and claim: one entry (was two)
-            assert len(broker.service._parked) == 0
-            # The lease is real: the worker's ACK settles it.
-            assert await broker.service.ack(ADMIN_KEY, "w1", [
-                {"id": task["id"], "token": jobs[0]["token"], "result": 1}]) == ["OK"]
-            assert broker.service.get(ADMIN_KEY, task["id"])["status"] == "completed"
-        finally:
-            await broker.log.stop()
-    run(scenario())
+        fetch = await broker.parked_fetch()
+        before = broker.entries
+        task = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q"})
+        jobs = await fetch
+        assert [j["id"] for j in jobs] == [task["id"]]
+        assert broker.entries == before + 1  # submit and claim: one entry (was two)
+        assert len(broker.service._parked) == 0
+        # The lease is real: the worker's ACK settles it.
+        assert await broker.service.ack(ADMIN_KEY, "w1", [
+            {"id": task["id"], "token": jobs[0]["token"], "result": 1}]) == ["OK"]
+        assert broker.service.get(ADMIN_KEY, task["id"])["status"] == "completed"
+    broker.run(scenario)
 
 
 def test_the_longest_parked_fetch_is_handed_first_and_others_keep_waiting(broker):
     async def scenario():
-        await broker.log.start()
-        try:
-            first = await broker.parked_fetch("w1")
-            second = await broker.parked_fetch("w2", queues=("other", "q"))
-            task = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q"})
-            assert [j["id"] for j in await first] == [task["id"]]
-            # w2 was woken by the apply, found nothing and parked again.
-            await asyncio.sleep(0.05)
-            assert not second.done() and len(broker.service._parked) == 1
-            other = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "other"})
-            assert [j["id"] for j in await second] == [other["id"]]
-        finally:
-            await broker.log.stop()
-    run(scenario())
+        first = await broker.parked_fetch("w1")
+        second = await broker.parked_fetch("w2", queues=("other", "q"))
+        task = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q"})
+        assert [j["id"] for j in await first] == [task["id"]]
+        # w2 was woken by the apply, found nothing and parked again.
+        await asyncio.sleep(0.05)
+        assert not second.done() and len(broker.service._parked) == 1
+        other = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "other"})
+        assert [j["id"] for j in await second] == [other["id"]]
+    broker.run(scenario)
 
 
 def test_a_task_not_due_or_not_claimable_is_not_handed(broker):
     async def scenario():
-        await broker.log.start()
-        try:
-            fetch = await broker.parked_fetch(timeout_ms=400)
-            later = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q",
-                                                            "delay_secs": 60})
-            await broker.service.set_paused(ADMIN_KEY, "q", True)
-            paused = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q"})
-            assert await fetch is None  # nothing due on an unpaused queue: timed out
-            assert broker.service.get(ADMIN_KEY, later["id"])["status"] == "scheduled"
-            assert broker.service.get(ADMIN_KEY, paused["id"])["status"] == "pending"
-            assert len(broker.service._parked) == 0
-        finally:
-            await broker.log.stop()
-    run(scenario())
+        fetch = await broker.parked_fetch(timeout_ms=400)
+        later = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q",
+                                                        "delay_secs": 60})
+        await broker.service.set_paused(ADMIN_KEY, "q", True)
+        paused = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q"})
+        assert await fetch is None  # nothing due on an unpaused queue: timed out
+        assert broker.service.get(ADMIN_KEY, later["id"])["status"] == "scheduled"
+        assert broker.service.get(ADMIN_KEY, paused["id"])["status"] == "pending"
+        assert len(broker.service._parked) == 0
+    broker.run(scenario)
 
 
 def test_a_worker_told_to_rest_is_handed_nothing(broker):
     async def scenario():
-        await broker.log.start()
-        try:
-            await broker.service.register_worker(ADMIN_KEY, "w1", {"queues": ["q"]})
-            fetch = await broker.parked_fetch("w1")
-            await broker.service.worker_state(ADMIN_KEY, "w1", "quiet")
-            task = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q"})
-            assert await fetch is None
-            assert broker.service.get(ADMIN_KEY, task["id"])["status"] == "pending"
-        finally:
-            await broker.log.stop()
-    run(scenario())
+        await broker.service.register_worker(ADMIN_KEY, "w1", {"queues": ["q"]})
+        fetch = await broker.parked_fetch("w1")
+        await broker.service.worker_state(ADMIN_KEY, "w1", "quiet")
+        task = await broker.service.submit(ADMIN_KEY, {"type": "t", "queue": "q"})
+        assert await fetch is None
+        assert broker.service.get(ADMIN_KEY, task["id"])["status"] == "pending"
+    broker.run(scenario)
 
 
 def test_registry_is_fifo_and_skips_fetches_that_ended():
