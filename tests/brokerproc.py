@@ -7,6 +7,7 @@ RocksDB, real sockets, real signals.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,8 +20,38 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_handed_ports: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free port below the kernel's ephemeral range, never handed out twice.
+
+    A port from bind(0) lies in the ephemeral range, which is also where outgoing
+    connections take their source ports: between the test picking it and the broker binding
+    it, a peer's connection could take it (CI saw a Raft port "already in use" this way).
+    Below the range, only another listener can take it, and this process hands each port
+    out once."""
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randrange(max(1024, floor - 12000), floor)
+        if port in _handed_ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_ports.add(port)
+        return port
+    with socket.socket() as s:  # a crowded host: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
