@@ -79,7 +79,9 @@ def test_replication_forwarding_status_and_auth(cluster):
     assert sorted(n["node_id"] for n in status["nodes"]) == ["n1", "n2", "n3"]
     assert [n["role"] for n in status["nodes"]].count("leader") == 1
     assert all(n["reachable"] for n in status["nodes"])
-    # the Raft port answers only peers that know the secret
+    # the Raft port answers only peers that know the secret; asked of the node leading
+    # now (CI saw an election during this test move the lead from the one found first)
+    leader = cluster.leader(20)
     raft_addr = f"127.0.0.1:{cluster.raft_ports[leader]}"
     assert query_status(raft_addr, HmacAuthenticator(SECRET))["role"] == "leader"
     with pytest.raises(Exception):
